@@ -1,0 +1,19 @@
+"""The ``pxdbg`` command: one module per command group, registered on ``main`` below."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="pxdbg")
+def main(verbose: int) -> None:
+    """PXD background generation for Belle II, with checkpoints served as conditions payloads."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# Command groups register themselves here, one line each.

@@ -44,6 +44,19 @@ class UnknownIoVError(ConditionsError, LookupError):
     code = "unknown_iov"
 
 
+class UnknownTokenError(ConditionsError, LookupError):
+    """No API token with that id exists."""
+
+    code = "unknown_token"
+
+
+class InvalidValueError(ConditionsError, ValueError):
+    """A malformed argument that is neither a name nor an IoV: payload metadata that is not
+    JSON, an unknown token scope, a negative run number in a query, ..."""
+
+    code = "invalid_value"
+
+
 class TagExistsError(ConditionsError):
     """A global tag of that name already exists."""
 

@@ -1,0 +1,172 @@
+"""Payload bytes on disk, addressed by content.
+
+A blob lives at ``<root>/sha256/<first two hex digits>/<full sha256 hex>``. Its path is a
+function of the hash alone, never of a payload name, so no name can steer a write outside
+the directory; :meth:`BlobStorage.path_for` still checks the final path (defence in
+depth against a malformed hash coming from a database row).
+
+Writes go to a temporary file in the same directory, are hashed while being copied,
+flushed to disk, then renamed into place: a reader sees either no file or the complete
+one, and a writer killed half-way leaves only a ``.tmp`` file that nothing reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from filelock import FileLock
+
+from ..exceptions import ChecksumMismatchError, PayloadTooLargeError
+from ..payload import FileHashes, hash_file
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StagedBlob:
+    """Bytes copied into the blob directory but not yet published under their hash."""
+
+    temp_path: Path
+    hashes: FileHashes
+
+
+class BlobStorage:
+    """A content-addressed payload directory."""
+
+    def __init__(self, root: str | Path, *, create: bool = True):
+        self.root = Path(root).expanduser().resolve()
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self._blobs = self.root / "sha256"
+        self._tmp = self.root / "tmp"
+        self._locks = self.root / "locks"
+
+    def __repr__(self) -> str:
+        return f"BlobStorage({str(self.root)!r})"
+
+    # -- paths --------------------------------------------------------------------------
+    def path_for(self, sha256: str) -> Path:
+        """Where the blob with this SHA-256 lives (whether or not it exists)."""
+        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+            raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+        path = (self._blobs / sha256[:2] / sha256).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"blob path {path} escapes the payload directory {self.root}")
+        return path
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def lock(self, sha256: str, timeout: float = 120.0) -> FileLock:
+        """An inter-process lock for one blob, held while a blob and its database row are
+        written together, so a failed writer can remove a blob it created without racing a
+        second writer of the same bytes."""
+        self.path_for(sha256)  # validates the digest
+        self._locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self._locks / f"{sha256}.lock"), timeout=timeout)
+
+    # -- writing --------------------------------------------------------------------------
+    def stage(self, data: str | Path | BinaryIO, *, max_size: int | None = None) -> StagedBlob:
+        """Copy ``data`` (a path or a readable binary stream) into a temporary file in the
+        payload directory, hashing it on the way. Call :meth:`publish` or :meth:`discard`."""
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix="upload-", suffix=".tmp", dir=self._tmp)
+        temp_path = Path(temp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if isinstance(data, (str, Path)):
+                    with open(data, "rb") as source:
+                        hashes = _copy_hashing(source, out, max_size)
+                else:
+                    hashes = _copy_hashing(data, out, max_size)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            temp_path.unlink(missing_ok=True)
+            raise
+        return StagedBlob(temp_path, hashes)
+
+    def publish(self, staged: StagedBlob) -> bool:
+        """Move a staged file into place under its hash. Returns True when this call
+        created the blob, False when an intact copy was already there (the staged file is
+        then dropped). A damaged existing copy (wrong size or hash) is replaced."""
+        target = self.path_for(staged.hashes.sha256)
+        if target.is_file():
+            if _intact(target, staged.hashes):
+                staged.temp_path.unlink(missing_ok=True)
+                return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged.temp_path, target)
+        _fsync_dir(target.parent)
+        return True
+
+    def discard(self, staged: StagedBlob) -> None:
+        staged.temp_path.unlink(missing_ok=True)
+
+    def remove(self, sha256: str) -> None:
+        """Delete a blob (used only to clean up after a failed database write)."""
+        self.path_for(sha256).unlink(missing_ok=True)
+
+    # -- reading --------------------------------------------------------------------------
+    def verify(self, sha256: str, md5: str | None = None, size: int | None = None) -> Path:
+        """The blob's path after re-hashing it; ChecksumMismatchError if damaged or absent."""
+        path = self.path_for(sha256)
+        if not path.is_file():
+            raise ChecksumMismatchError(f"payload file {path} is missing from the payload directory")
+        actual = hash_file(path)
+        if actual.sha256 != sha256 or (md5 is not None and actual.md5 != md5) or (
+            size is not None and actual.size != size
+        ):
+            raise ChecksumMismatchError(
+                f"payload file {path} is damaged: expected sha256 {sha256}, got {actual.sha256} "
+                f"({actual.size} bytes); restore it from a backup or re-upload the payload"
+            )
+        return path
+
+    def copy_to(self, sha256: str, destination: str | Path) -> None:
+        """Copy the blob to ``destination`` (unverified; callers verify)."""
+        shutil.copyfile(self.path_for(sha256), destination)
+
+
+def _copy_hashing(source: BinaryIO, out: BinaryIO, max_size: int | None) -> FileHashes:
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    size = 0
+    while chunk := source.read(_CHUNK):
+        size += len(chunk)
+        if max_size is not None and size > max_size:
+            raise PayloadTooLargeError(f"payload is larger than the limit of {max_size} bytes")
+        md5.update(chunk)
+        sha.update(chunk)
+        out.write(chunk)
+    return FileHashes(md5.hexdigest(), sha.hexdigest(), size)
+
+
+def _intact(path: Path, expected: FileHashes) -> bool:
+    try:
+        if path.stat().st_size != expected.size:
+            return False
+        return hash_file(path).sha256 == expected.sha256
+    except OSError:
+        return False
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not all platforms allow opening directories.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

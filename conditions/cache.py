@@ -127,6 +127,21 @@ def check_file(path: str | Path, payload: PayloadInfo) -> str | None:
     return None
 
 
+def file_hashes(path: str | Path, *, want_sha256: bool = True) -> tuple[str, str | None, int]:
+    """(md5, sha256 or None, size) of a local file, remembered per process while the file
+    is unchanged. For sources whose metadata comes from the file itself (testing payloads)."""
+    path = Path(path)
+    st = path.stat()
+    key = _stat_key(path, st)
+    with _memo_lock:
+        known = _verified_memo.get(key)
+    if known is None or (want_sha256 and known.sha256 is None):
+        known = _hash(path, want_sha256=want_sha256)
+        with _memo_lock:
+            _verified_memo[key] = known
+    return known.md5, known.sha256, st.st_size
+
+
 def _hash(path: Path, *, want_sha256: bool) -> _Verified:
     md5 = hashlib.md5()
     sha = hashlib.sha256() if want_sha256 else None

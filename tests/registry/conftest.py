@@ -1,0 +1,51 @@
+"""Fixtures for the registry tests: small checkpoint files with manifests, and a payload
+cache in the test's temp dir (never the user's real cache)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conditions.cache import PayloadCache
+from registry import resolve
+from registry.checkpoint import write_checkpoint
+from registry.manifest import Manifest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registry(monkeypatch, tmp_path):
+    """No test sees the developer's environment, cache or another test's registries."""
+    for name in (resolve.SOURCES_ENV, resolve.GLOBALTAGS_ENV, resolve.NO_EMBEDDED_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CONDITIONS_CACHE_DIR", str(tmp_path / "payload-cache"))
+    resolve.clear_cache()
+    yield
+    resolve.clear_cache()
+
+
+@pytest.fixture
+def payload_cache(tmp_path) -> PayloadCache:
+    return PayloadCache(tmp_path / "cache")
+
+
+@pytest.fixture
+def make_checkpoint(tmp_path):
+    """``make_checkpoint(model, value, **manifest_fields)`` -> path of a tiny safetensors
+    checkpoint whose single tensor is filled with ``value`` (so tests can tell files apart)."""
+    counter = iter(range(10**6))
+
+    def make(model: str = "convnet", value: float = 1.0, *, architecture_version: int = 1,
+             manifest: bool = True, **fields) -> Path:
+        path = tmp_path / f"ckpt-{model}-{next(counter)}.safetensors"
+        tensors = {"weight": torch.full((4,), float(value))}
+        if manifest:
+            write_checkpoint(path, tensors, Manifest(model=model, architecture_version=architecture_version, **fields))
+        else:
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(path))
+        return path
+
+    return make

@@ -1,0 +1,403 @@
+"""Resolve (model, exp, run, campaign) to a verified local checkpoint file.
+
+Where the answer comes from, highest priority first:
+
+1. the ``sources`` argument (specs such as ``sqlite:///...``, a store path, a basf2
+   snapshot, ``http://server:port``, or ready :class:`MetadataSource` objects), else
+2. the environment variable ``PXDBG_CONDITIONS``: comma-separated specs, tried in order,
+3. always last: the embedded default store shipped inside the package
+   (:mod:`registry.embedded`), unless ``use_embedded=False`` or ``PXDBG_NO_EMBEDDED=1``.
+
+A source that cannot be reached, cannot be opened, or knows none of the requested global
+tags is skipped, and the reason is logged (WARNING); the source that answers is logged
+(INFO). A source that knows a requested tag is authoritative for it: "no checkpoint for
+this run" or "tag INVALID" from it is raised, never papered over with another source's
+(possibly very different) checkpoint.
+
+Global tags: ``campaign`` (a name or a list of names, highest priority first) maps to the
+campaigns' tags; otherwise ``globaltag`` (a name or list, default
+``PXDBackgroundGenerator``). ``PXDBG_GLOBALTAGS`` (comma-separated) is prepended to either,
+as basf2's ``conditions.prepend_globaltag`` would, for testing a candidate tag without
+touching the job.
+
+Per-run lookups are answered from an in-process cache keyed by (model, tags). Each entry
+records the range of runs over which the answer is known to be the same: the matched IoV
+minus every IoV that could override it (IoVs of the same payload in higher-priority tags,
+and of higher revisions in the deciding tag). A run inside that range is a dictionary hit;
+a run outside it resolves afresh. So the cache is exact across IoV boundaries; it does not
+see tags edited after the lookup (call :func:`clear_cache`; processing tags are frozen).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence, Union
+
+from conditions.cache import PayloadCache
+from conditions.exceptions import NoPayloadFoundError, UnknownTagError, UnusableTagError
+from conditions.iov import IntervalOfValidity
+from conditions.payload import PayloadInfo, ResolvedPayload
+from conditions.source import MetadataSource
+
+from .campaigns import DEFAULT_GLOBALTAG, campaign_tag
+from .checkpoint import ResolvedCheckpoint, read_manifest
+from .exceptions import ManifestError, ManifestMismatchError, NoCheckpointSourceError
+from .manifest import Manifest, check_manifest
+
+log = logging.getLogger(__name__)
+
+#: Comma-separated source specs, tried in order before the embedded store.
+SOURCES_ENV = "PXDBG_CONDITIONS"
+#: Comma-separated global tags prepended (highest priority) to the requested ones.
+GLOBALTAGS_ENV = "PXDBG_GLOBALTAGS"
+#: Set to 1 to never fall back to the embedded store.
+NO_EMBEDDED_ENV = "PXDBG_NO_EMBEDDED"
+#: Prefix of checkpoint payload names: ``PXDBackgroundGenerator_<model>``.
+PAYLOAD_PREFIX = "PXDBackgroundGenerator_"
+
+SourceSpec = Union[str, os.PathLike, MetadataSource]
+
+
+def payload_name(model: str) -> str:
+    """The payload name under which checkpoints of ``model`` are stored."""
+    return PAYLOAD_PREFIX + model
+
+
+@dataclass(frozen=True)
+class RegistryCheckpoint(ResolvedCheckpoint):
+    """A checkpoint resolved from a conditions source, with where it came from.
+
+    ``iov`` is the IoV as stored in the tag; ``valid`` is the range of runs over which this
+    same answer holds (``iov`` minus anything that overrides it), used by the cache.
+    """
+
+    payload: PayloadInfo | None = None
+    iov: IntervalOfValidity | None = None
+    valid: IntervalOfValidity | None = None
+    tag: str | None = None
+    source: str | None = None
+
+    def describe(self) -> str:
+        p = self.payload
+        what = f"{p.name} r{p.revision}" if p is not None else str(self.path)
+        return f"{what} (tag {self.tag}, IoV {self.iov}) from {self.source}"
+
+
+def _split_env(name: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
+
+
+def configured_specs() -> list[str]:
+    """The source specs from ``PXDBG_CONDITIONS`` (empty when unset)."""
+    return _split_env(SOURCES_ENV)
+
+
+def requested_tags(campaign: str | Sequence[str] | None = None,
+                   globaltag: str | Sequence[str] | None = DEFAULT_GLOBALTAG) -> tuple[str, ...]:
+    """The global tags to search, highest priority first (``PXDBG_GLOBALTAGS`` in front)."""
+    if campaign:
+        names = [campaign] if isinstance(campaign, str) else list(campaign)
+        tags = [campaign_tag(name) for name in names]
+    else:
+        tags = [globaltag] if isinstance(globaltag, str) else list(globaltag or [DEFAULT_GLOBALTAG])
+    ordered: list[str] = []
+    for tag in _split_env(GLOBALTAGS_ENV) + tags:
+        if tag not in ordered:
+            ordered.append(tag)
+    if not ordered:
+        raise ValueError("no global tag to resolve checkpoints from")
+    return tuple(ordered)
+
+
+class _SourceSlot:
+    """One configured source, opened on first use (and again after a failure)."""
+
+    def __init__(self, spec: SourceSpec, *, fallback: bool = False):
+        self.spec = spec
+        self.fallback = fallback
+        self._source: MetadataSource | None = spec if isinstance(spec, MetadataSource) else None
+        self._owned = self._source is None
+
+    @property
+    def description(self) -> str:
+        if self._source is not None:
+            return self._source.description
+        return "embedded default store" if self.fallback else str(self.spec)
+
+    def open(self) -> MetadataSource:
+        if self._source is None:
+            if self.fallback:
+                from .embedded import open_embedded
+
+                self._source = open_embedded()
+            else:
+                from conditions.api import open_source
+
+                self._source = open_source(str(os.fspath(self.spec)))
+        return self._source
+
+    def reset(self) -> None:
+        """Forget a failed connection so the next lookup opens it again."""
+        if self._owned and self._source is not None:
+            try:
+                self._source.close()
+            except Exception:  # closing a broken source must not hide the original error
+                pass
+            self._source = None
+
+    def close(self) -> None:
+        self.reset()
+
+
+class _TagsUnknown(Exception):
+    """This source knows none of the requested tags (not a failure of the source)."""
+
+
+class CheckpointRegistry:
+    """Resolves checkpoints from an ordered list of sources, with an in-process cache.
+
+    ``sources``: specs or MetadataSource objects; None means ``PXDBG_CONDITIONS``.
+    ``use_embedded``: append the embedded default store as last fallback (default: yes,
+    unless ``PXDBG_NO_EMBEDDED=1``). ``cache``: the PayloadCache for downloaded payloads.
+    ``allow_open``: accept OPEN tags (for validating a campaign before it is frozen).
+    """
+
+    def __init__(self, sources: Iterable[SourceSpec] | SourceSpec | None = None, *,
+                 use_embedded: bool | None = None, cache: PayloadCache | None = None,
+                 allow_open: bool = False):
+        if sources is None:
+            specs: list[SourceSpec] = list(configured_specs())
+        elif isinstance(sources, (str, os.PathLike, MetadataSource)):
+            specs = [sources]
+        else:
+            specs = list(sources)
+        if use_embedded is None:
+            use_embedded = os.environ.get(NO_EMBEDDED_ENV, "").strip().lower() not in ("1", "true", "yes")
+        self._slots = [_SourceSlot(spec) for spec in specs]
+        if use_embedded:
+            self._slots.append(_SourceSlot("embedded", fallback=True))
+        if not self._slots:
+            raise ValueError("no conditions source configured and the embedded store is disabled")
+        self.cache = cache if cache is not None else PayloadCache()
+        self.allow_open = allow_open
+        self._entries: dict[tuple, list[RegistryCheckpoint]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def source_descriptions(self) -> list[str]:
+        return [slot.description for slot in self._slots]
+
+    # -- the lookup -----------------------------------------------------------------------
+    def resolve(self, model: str, exp: int, run: int, *,
+                campaign: str | Sequence[str] | None = None,
+                globaltag: str | Sequence[str] | None = DEFAULT_GLOBALTAG,
+                architecture_version: int | None = None) -> RegistryCheckpoint:
+        """The verified checkpoint of ``model`` for (exp, run); see the module docstring.
+
+        With ``architecture_version`` the manifest must match it as well as the model name
+        (ManifestMismatchError otherwise), so a wrong checkpoint is refused before use.
+        """
+        model_name = getattr(model, "name", model)
+        if not isinstance(model_name, str) or not model_name:
+            raise TypeError(f"model must be a model name (str), got {model!r}")
+        if architecture_version is None:
+            architecture_version = getattr(model, "ARCHITECTURE_VERSION", None)
+        for label, value in (("exp", exp), ("run", run)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{label} must be an integer >= 0, got {value!r}")
+        tags = requested_tags(campaign, globaltag)
+        key = (model_name, tags)
+
+        entries = self._entries.get(key)
+        if entries:
+            for entry in entries:
+                if entry.valid.contains(exp, run):
+                    self._check(entry, model_name, architecture_version)
+                    return entry
+
+        with self._lock:
+            found = self._resolve_uncached(model_name, exp, run, tags)
+            self._check(found, model_name, architecture_version)
+            # Newest first: production walks runs forward, so the latest range hits first.
+            self._entries.setdefault(key, []).insert(0, found)
+        return found
+
+    @staticmethod
+    def _check(found: RegistryCheckpoint, model: str, architecture_version: int | None) -> None:
+        if found.manifest is None:
+            raise ManifestError(
+                f"checkpoint {found.describe()} carries no manifest; legacy files must be imported "
+                "with `pxdbg checkpoint import-legacy` before upload"
+            )
+        if architecture_version is None:
+            if found.manifest.model != model:
+                raise ManifestMismatchError(
+                    f"checkpoint {found.describe()} is for model {found.manifest.model!r}, "
+                    f"but model {model!r} was requested"
+                )
+        else:
+            try:
+                check_manifest(found.manifest, model, architecture_version)
+            except ManifestMismatchError as error:
+                raise ManifestMismatchError(f"{found.describe()}: {error}") from None
+
+    def _resolve_uncached(self, model: str, exp: int, run: int, tags: tuple[str, ...]) -> RegistryCheckpoint:
+        name = payload_name(model)
+        attempts: list[tuple[str, str]] = []
+        for slot in self._slots:
+            try:
+                source = slot.open()
+                resolved, tag_index = self._resolve_in(source, tags, name, exp, run)
+                path = self.cache.get(resolved.payload, source)
+                manifest = read_manifest(path)
+            except _TagsUnknown as reason:
+                attempts.append((slot.description, str(reason)))
+                log.warning("conditions source %s skipped: %s", slot.description, reason)
+                continue
+            except (NoPayloadFoundError, UnusableTagError, ManifestError):
+                raise  # authoritative answers of a source that has the tag
+            except Exception as error:  # unreachable, corrupt, not a store, failed download
+                reason = f"{type(error).__name__}: {error}"
+                attempts.append((slot.description, reason))
+                log.warning("conditions source %s failed: %s", slot.description, reason)
+                slot.reset()
+                continue
+            valid = self._valid_range(source, tags, tag_index, resolved, exp, run)
+            found = RegistryCheckpoint(
+                path=Path(path), manifest=manifest, payload_key=resolved.payload.key,
+                payload=resolved.payload, iov=resolved.iov, valid=valid,
+                tag=resolved.tag, source=slot.description,
+            )
+            log.info("checkpoint for %s at exp %d run %d: %s", model, exp, run, found.describe())
+            return found
+        summary = "; ".join(f"{where}: {why}" for where, why in attempts)
+        raise NoCheckpointSourceError(
+            f"no conditions source could provide {name} for exp {exp} run {run} in global tag(s) "
+            f"{', '.join(tags)}. Tried: {summary}",
+            attempts,
+        )
+
+    def _resolve_in(self, source: MetadataSource, tags: tuple[str, ...], name: str,
+                    exp: int, run: int) -> tuple[ResolvedPayload, int]:
+        """Resolve tag by tag in one source, so tags unknown to it can be told apart from
+        runs it has no payload for."""
+        unknown, no_match = [], []
+        for index, tag in enumerate(tags):
+            try:
+                return source.resolve(tag, name, exp, run, allow_open=self.allow_open), index
+            except UnknownTagError:
+                unknown.append(tag)
+            except NoPayloadFoundError:
+                no_match.append(tag)
+        if not no_match:
+            raise _TagsUnknown(f"it has none of the global tags {', '.join(unknown)}")
+        raise NoPayloadFoundError(
+            f"no {name} for exp {exp} run {run} in global tag(s) {', '.join(no_match)} "
+            f"of {source.description}"
+            + (f" (tags unknown there: {', '.join(unknown)})" if unknown else "")
+        )
+
+    @staticmethod
+    def _valid_range(source: MetadataSource, tags: tuple[str, ...], tag_index: int,
+                     resolved: ResolvedPayload, exp: int, run: int) -> IntervalOfValidity:
+        """The run range around (exp, run) over which ``resolved`` stays the answer."""
+        point = IntervalOfValidity(exp, run, exp, run)
+        name = resolved.payload.name
+        blockers: list[IntervalOfValidity] = []
+        try:
+            for tag in tags[:tag_index]:
+                try:
+                    blockers.extend(record.iov for record in source.iovs(tag, name=name))
+                except UnknownTagError:
+                    continue
+            blockers.extend(
+                record.iov for record in source.iovs(resolved.tag, name=name)
+                if record.payload.revision > resolved.payload.revision
+            )
+        except Exception as error:  # a source that cannot list IoVs: cache this run only
+            log.debug("cannot list IoVs in %s (%s); caching the single run", source.description, error)
+            return point
+        valid = resolved.iov
+        for blocker in blockers:
+            pieces = [piece for piece in valid.subtract(blocker) if piece.contains(exp, run)]
+            if not pieces:
+                return point  # the source's answer disagrees with its own IoV list
+            valid = pieces[0]
+        return valid
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def clear_cache(self) -> None:
+        """Forget every resolved checkpoint (e.g. after editing an OPEN tag)."""
+        with self._lock:
+            self._entries.clear()
+
+    def close(self) -> None:
+        self.clear_cache()
+        for slot in self._slots:
+            slot.close()
+
+    def __enter__(self) -> "CheckpointRegistry":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# -- module-level convenience: one registry per configuration -----------------------------
+
+_registries: dict[tuple, CheckpointRegistry] = {}
+_registries_lock = threading.Lock()
+
+
+def _registry_key(sources: Any, use_embedded: bool | None, allow_open: bool) -> tuple:
+    env = (os.environ.get(SOURCES_ENV, ""), os.environ.get(NO_EMBEDDED_ENV, ""))
+    if sources is None:
+        ident: Any = None
+    elif isinstance(sources, (str, os.PathLike, MetadataSource)):
+        ident = (sources if not isinstance(sources, MetadataSource) else id(sources),)
+    else:
+        ident = tuple(s if not isinstance(s, MetadataSource) else id(s) for s in sources)
+    return (ident, use_embedded, allow_open, env)
+
+
+def get_registry(sources: Iterable[SourceSpec] | SourceSpec | None = None, *,
+                 use_embedded: bool | None = None, allow_open: bool = False) -> CheckpointRegistry:
+    """The shared registry for this configuration (created on first use)."""
+    key = _registry_key(sources, use_embedded, allow_open)
+    registry = _registries.get(key)
+    if registry is None:
+        with _registries_lock:
+            registry = _registries.get(key)
+            if registry is None:
+                registry = CheckpointRegistry(sources, use_embedded=use_embedded, allow_open=allow_open)
+                _registries[key] = registry
+    return registry
+
+
+def resolve_checkpoint(model: str, exp: int, run: int, campaign: str | Sequence[str] | None = None,
+                       globaltag: str | Sequence[str] | None = DEFAULT_GLOBALTAG,
+                       sources: Iterable[SourceSpec] | SourceSpec | None = None, *,
+                       architecture_version: int | None = None, allow_open: bool = False,
+                       use_embedded: bool | None = None) -> RegistryCheckpoint:
+    """The verified checkpoint file and manifest of ``model`` for run (exp, run).
+
+    ``campaign`` selects the campaign's global tag (a list: several, highest priority
+    first); otherwise ``globaltag``. Sources: ``sources``, else ``PXDBG_CONDITIONS``, then
+    the embedded default store. Repeated calls are served from an in-process cache that is
+    exact across IoV boundaries.
+    """
+    registry = get_registry(sources, use_embedded=use_embedded, allow_open=allow_open)
+    return registry.resolve(model, exp, run, campaign=campaign, globaltag=globaltag,
+                            architecture_version=architecture_version)
+
+
+def clear_cache() -> None:
+    """Forget all resolved checkpoints and close the shared registries' sources."""
+    with _registries_lock:
+        for registry in _registries.values():
+            registry.close()
+        _registries.clear()

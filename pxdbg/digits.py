@@ -183,6 +183,13 @@ class DigitsWriter:
         self._n_events += len(events)
         self._n_digits += total
 
+    def set_attrs(self, **attrs) -> None:
+        """Add or replace file attributes (e.g. statistics known only at the end)."""
+        if self._file is None:
+            raise ValueError("the writer is closed")
+        for key, value in attrs.items():
+            self._file.attrs[key] = value
+
     def close(self) -> None:
         if self._file is None:
             return

@@ -1,0 +1,169 @@
+"""A snapshot written the way basf2's own tools write it must be readable.
+
+The file below is built with hand-written SQL that follows what basf2's
+``b2conditionsdb download`` does (framework/scripts/conditions_db/local_metadata.py):
+views over NATURAL JOINs, the central server's ids kept, ``payloadUrl`` stored as NULL when
+it follows ``dbstore/{name}/dbstore_{name}_rev_{revision}.root``, tag states as the
+central server names them, ``INSERT OR REPLACE``, a final VACUUM, and payload files in
+``{md5[:2]}/{name}_r{revision}.root`` beside ``metadata.sqlite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conditions.cache import PayloadCache
+from conditions.exceptions import InvalidNameError, NoPayloadFoundError, UnusableTagError
+from conditions.snapshot import SnapshotSource, verify_snapshot
+from conditions.tags import GlobalTagState
+
+BASF2_STYLE_SCHEMA = """
+CREATE TABLE baseUrls (baseUrlId INTEGER PRIMARY KEY, baseUrl text UNIQUE);
+CREATE TABLE payloadNames (payloadNameId INTEGER PRIMARY KEY, payloadName TEXT UNIQUE);
+CREATE TABLE payloads (
+    payloadId INTEGER PRIMARY KEY, payloadNameId INTEGER NOT NULL, revision INTEGER NOT NULL,
+    checksum text NOT NULL, payloadUrl text DEFAULT NULL, baseUrlId INTEGER NOT NULL,
+    CONSTRAINT name_rev UNIQUE (payloadNameId, revision),
+    FOREIGN KEY (payloadNameId) REFERENCES payloadNames (payloadNameId) ON UPDATE CASCADE ON DELETE RESTRICT
+    FOREIGN KEY (baseUrlId) REFERENCES baseUrls (baseUrlId) ON UPDATE CASCADE ON DELETE RESTRICT
+);
+CREATE VIEW full_payloads AS
+    SELECT payloadId, payloadName, revision, checksum,
+        ifnull(payloadUrl, 'dbstore/' || payloadName || '/dbstore_' || payloadName || '_rev_' || revision || '.root')
+        as payloadUrl, baseUrl
+    FROM payloads NATURAL JOIN payloadNames NATURAL JOIN baseUrls;
+CREATE TABLE globaltags (globalTagId INTEGER PRIMARY KEY, globalTagName text UNIQUE, globalTagStatus text NOT NULL);
+CREATE TABLE iovs (
+    globalTagId INTEGER NOT NULL, payloadId INTEGER NOT NULL,
+    firstExp INTEGER NOT NULL, firstRun INTEGER NOT NULL, finalExp INTEGER NOT NULL, finalRun INTEGER NOT NULL,
+    FOREIGN KEY (globalTagId) REFERENCES globaltags (globalTagId) ON UPDATE CASCADE ON DELETE CASCADE,
+    FOREIGN KEY (payloadId) REFERENCES payloads (payloadId) ON UPDATE CASCADE ON DELETE RESTRICT
+);
+CREATE UNIQUE INDEX iov_index on iovs (globalTagId, firstExp, firstRun, finalExp, finalRun, payloadId);
+CREATE VIEW iov_payloads AS
+    SELECT globalTagName, payloadId, payloadName, revision, checksum,
+        firstExp, firstRun, finalExp, finalRun, payloadUrl, baseUrl
+    FROM globaltags NATURAL JOIN iovs NATURAL JOIN full_payloads;
+"""
+
+BASE_URL = "http://belle2db.sdcc.bnl.gov/"
+
+# central ids, names, revisions, bytes
+PAYLOADS = {
+    4711: ("BeamParameters", 3, b"beam parameters r3"),
+    4712: ("BeamParameters", 4, b"beam parameters r4"),
+    9001: ("PXDBackgroundGenerator_gan", 1, b"legacy torch checkpoint bytes"),
+    9002: ("ECLCrystalEnergy", 12, b"ecl crystal energies"),
+}
+# central tag ids, names, states as the central server spells them
+TAGS = [(1203, "data_reprocessing_proc13", "PUBLISHED"), (777, "online", "RUNNING"),
+        (555, "broken_tag", "INVALID")]
+IOVS = [
+    (1203, 4711, 0, 0, -1, -1),
+    (1203, 4712, 10, 0, 12, -1),  # r4 overrides r3 in exp 10..12: highest revision wins
+    (1203, 9001, 0, 0, -1, -1),
+    (777, 9002, 26, 0, 26, 100),
+    (555, 4712, 0, 0, -1, -1),
+]
+
+
+def write_basf2_snapshot(directory: Path, *, flat: set[int] = frozenset()) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    dbfile = directory / "metadata.sqlite"
+    db = sqlite3.connect(dbfile)
+    db.executescript(BASF2_STYLE_SCHEMA)
+    db.execute(f"PRAGMA application_id = {0xB2CDB}")  # 732379, as basf2 formats it
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO baseUrls (baseUrlId, baseUrl) VALUES (?, ?)", (1, BASE_URL))
+    name_ids: dict[str, int] = {}
+    for payload_id, (name, revision, data) in PAYLOADS.items():
+        if name not in name_ids:
+            name_ids[name] = len(name_ids) + 1
+            db.execute("INSERT INTO payloadNames (payloadNameId, payloadName) VALUES (?, ?)", (name_ids[name], name))
+        checksum = hashlib.md5(data).hexdigest()
+        # basf2 keeps a NULL payloadUrl when the central URL follows the default pattern;
+        # one payload here has a non-standard URL to exercise both
+        url = None if payload_id != 9002 else f"dbstore/{name}/special_{revision}.root"
+        db.execute("INSERT OR REPLACE INTO payloads VALUES (?,?,?,?,?,?)",
+                   (payload_id, name_ids[name], revision, checksum, url, 1))
+        if payload_id in flat:
+            target = directory / f"dbstore_{name}_rev_{revision}.root"
+        else:
+            target = directory / checksum[:2] / f"{name}_r{revision}.root"
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(data)
+    for tag in TAGS:
+        db.execute("INSERT OR REPLACE INTO globaltags VALUES (?,?,?)", tag)
+    db.executemany("INSERT INTO iovs VALUES (?,?,?,?,?,?)", IOVS)
+    db.commit()
+    db.execute("VACUUM")
+    db.close()
+    return dbfile
+
+
+def test_basf2_written_snapshot_resolves(tmp_path):
+    write_basf2_snapshot(tmp_path / "conditions", flat={9001})
+    cache = PayloadCache(tmp_path / "cache")
+    with SnapshotSource(tmp_path / "conditions") as snap:
+        assert snap.tag_state("data_reprocessing_proc13") is GlobalTagState.PUBLISHED
+        assert snap.tag_state("online") is GlobalTagState.RUNNING
+        tag = "data_reprocessing_proc13"
+        for exp, run, revision in [(0, 0, 3), (9, 99999, 3), (10, 0, 4), (12, 7, 4), (13, 0, 3), (1000, 1, 3)]:
+            got = snap.resolve(tag, "BeamParameters", exp, run)
+            assert got.payload.revision == revision, (exp, run)
+            assert got.payload.payload_id == (4711 if revision == 3 else 4712)
+            assert got.payload.url == f"dbstore/BeamParameters/dbstore_BeamParameters_rev_{revision}.root"
+            assert got.payload.metadata["baseUrl"] == BASE_URL
+            assert got.source == snap.description and got.tag == tag
+            assert cache.get(got.payload, snap).read_bytes() == f"beam parameters r{revision}".encode()
+        # payload found in the flat layout too
+        got = snap.resolve(tag, "PXDBackgroundGenerator_gan", 5, 5)
+        assert cache.get(got.payload, snap).name == "dbstore_PXDBackgroundGenerator_gan_rev_1.root"
+        # a non-default payloadUrl is kept as is; the file is still found by name and revision
+        got = snap.resolve(["online", tag], "ECLCrystalEnergy", 26, 100)
+        assert got.tag == "online" and got.payload.url == "dbstore/ECLCrystalEnergy/special_12.root"
+        assert cache.get(got.payload, snap).read_bytes() == b"ecl crystal energies"
+        with pytest.raises(NoPayloadFoundError):
+            snap.resolve(["online", tag], "ECLCrystalEnergy", 26, 101)
+        # INVALID tags are refused even if listed after a tag that would match
+        with pytest.raises(UnusableTagError, match="broken_tag"):
+            snap.resolve([tag, "broken_tag"], "BeamParameters", 0, 0)
+        assert {p.payload_id for p in snap.list_payloads()} == set(PAYLOADS)
+        assert snap.get_payload("BeamParameters").revision == 4
+    assert verify_snapshot(tmp_path / "conditions").ok
+
+
+def test_unknown_state_from_the_server_is_not_usable(tmp_path):
+    dbfile = write_basf2_snapshot(tmp_path / "c")
+    db = sqlite3.connect(dbfile)
+    db.execute("UPDATE globaltags SET globalTagStatus = 'NEW' WHERE globalTagName = 'online'")
+    db.commit()
+    db.close()
+    with SnapshotSource(dbfile) as snap:
+        with pytest.raises(UnusableTagError, match="NEW"):
+            snap.resolve("online", "ECLCrystalEnergy", 26, 0)
+        assert "online" not in {t.name for t in snap.list_tags()}
+
+
+def test_hostile_payload_name_in_a_snapshot_cannot_escape(tmp_path):
+    dbfile = write_basf2_snapshot(tmp_path / "snap")
+    secret = tmp_path / "etc" / "passwd"
+    secret.parent.mkdir()
+    secret.write_bytes(b"root:x:0:0")
+    db = sqlite3.connect(dbfile)
+    db.execute("UPDATE payloadNames SET payloadName = '../../etc/passwd' WHERE payloadName = 'ECLCrystalEnergy'")
+    db.commit()
+    db.close()
+    with SnapshotSource(dbfile) as snap:
+        got = snap.resolve("online", "../../etc/passwd", 26, 0)
+        with pytest.raises(InvalidNameError):
+            snap.local_path(got.payload)
+        with pytest.raises(InvalidNameError):
+            PayloadCache(tmp_path / "cache").get(got.payload, snap)
+        with pytest.raises(InvalidNameError):
+            snap.fetch_payload(got.payload, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -17,3 +17,8 @@ def main(verbose: int) -> None:
 
 
 # Command groups register themselves here, one line each.
+from .checkpoint import checkpoint as _checkpoint  # noqa: E402
+from .campaign import campaign as _campaign  # noqa: E402
+
+main.add_command(_checkpoint)
+main.add_command(_campaign)

@@ -474,11 +474,14 @@ class SqlStore(Store):
         if window is not None:
             lo_e, lo_r = window.lower
             up_e, up_r = window.upper
-            # overlap: iov.lower <= window.upper and window.lower <= iov.upper
-            query = query.where(
-                or_(i.first_exp < up_e, and_(i.first_exp == up_e, i.first_run <= up_r)),
-                or_(i.upper_exp > lo_e, and_(i.upper_exp == lo_e, i.upper_run >= lo_r)),
-            )
+            # overlap: iov.lower <= window.upper and window.lower <= iov.upper. The first_*
+            # columns are 32-bit, so an unbounded window end is spelt as "no condition".
+            if up_e < UNBOUNDED:
+                if up_r < UNBOUNDED:
+                    query = query.where(or_(i.first_exp < up_e, and_(i.first_exp == up_e, i.first_run <= up_r)))
+                else:
+                    query = query.where(i.first_exp <= up_e)
+            query = query.where(or_(i.upper_exp > lo_e, and_(i.upper_exp == lo_e, i.upper_run >= lo_r)))
         records = []
         for r in session.execute(query):
             records.append(IoVRecord(

@@ -36,6 +36,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 _deadline = threading.local()
+#: Seconds an attempt needs at least; no retry is started with less time left.
+_MIN_ATTEMPT = 0.05
 
 
 class BadAnswer(Exception):
@@ -50,17 +52,26 @@ class DeadlineRetry(Retry):
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         new = super().increment(method, url, response, error, _pool, _stacktrace)
         deadline = getattr(_deadline, "value", None)
-        if deadline is not None:
-            wait = new.get_backoff_time()
-            if response is not None:
-                wait = max(wait, min(self.get_retry_after(response) or 0.0, self.backoff_max))
-            if time.monotonic() + wait >= deadline:
-                raise MaxRetryError(_pool, url, error or ResponseError("total time budget used up while retrying"))
+        if deadline is not None and time.monotonic() + _MIN_ATTEMPT >= deadline:
+            raise MaxRetryError(_pool, url, error or ResponseError("time budget used up while retrying"))
         return new
 
     def get_retry_after(self, response):
         value = super().get_retry_after(response)
         return None if value is None else min(value, self.backoff_max)
+
+    def sleep(self, response=None):
+        # Never sleep past the deadline: leave time for one more attempt.
+        deadline = getattr(_deadline, "value", None)
+        wait = None
+        if self.respect_retry_after_header and response is not None:
+            wait = self.get_retry_after(response)
+        if wait is None:
+            wait = self.get_backoff_time()
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic() - _MIN_ATTEMPT))
+        if wait > 0:
+            time.sleep(wait)
 
 
 @dataclass
@@ -158,7 +169,8 @@ class Transport:
         session = self._session if idempotent and not _is_stream(data) else self._upload_session
         deadline = time.monotonic() + self.total_timeout
         outcomes: list[_Outcome] = []
-        for server in self._order():
+        order = self._order()
+        for position, server in enumerate(order):
             remaining = deadline - time.monotonic()
             if remaining <= 0.05:
                 outcomes.append(_Outcome(server, "not tried: total time budget used up"))
@@ -166,7 +178,8 @@ class Transport:
             if _is_stream(data):
                 data.seek(0)
             timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
-            _deadline.value = deadline
+            # Each server gets a fair share of what is left, so failover still has time.
+            _deadline.value = time.monotonic() + remaining / (len(order) - position)
             try:
                 response = session.request(method, server + path, params=params, json=json, data=data,
                                            headers=send_headers, timeout=timeout, stream=stream)
@@ -259,9 +272,14 @@ def _never_sent(error: requests.RequestException) -> bool:
 
 
 def _describe(error: requests.RequestException) -> str:
-    if isinstance(error, requests.ConnectTimeout):
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+
+    cause = _root_cause_error(error)
+    if isinstance(cause, NewConnectionError):  # (a ConnectTimeoutError subclass in urllib3)
+        return f"connection failed: {cause}"
+    if isinstance(error, requests.ConnectTimeout) or isinstance(cause, ConnectTimeoutError):
         return "connection timed out"
-    if isinstance(error, requests.ReadTimeout):
+    if isinstance(error, requests.ReadTimeout) or isinstance(cause, ReadTimeoutError):
         return "read timed out (server did not answer in time)"
     if isinstance(error, requests.exceptions.RetryError):
         return f"gave up after retries: {_root_cause(error)}"
@@ -270,14 +288,20 @@ def _describe(error: requests.RequestException) -> str:
     return f"{type(error).__name__}: {_root_cause(error)}"
 
 
-def _root_cause(error: BaseException) -> str:
+def _root_cause_error(error: BaseException) -> BaseException:
     seen = error
     for _ in range(5):
-        inner = getattr(seen, "reason", None) or (seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None)
+        inner = getattr(seen, "reason", None)
         if not isinstance(inner, BaseException):
+            inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        if inner is None:
             break
         seen = inner
-    text = str(seen)
+    return seen
+
+
+def _root_cause(error: BaseException) -> str:
+    text = str(_root_cause_error(error))
     return text if len(text) < 300 else text[:300] + "..."
 
 

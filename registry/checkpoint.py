@@ -46,14 +46,16 @@ def sniff_format(path: str | Path) -> str:
             head = f.read(9)
     except OSError as exc:
         raise CheckpointFormatError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from exc
-    if head[:4] == b"PK\x03\x04":
-        return TORCH_ZIP
-    if head[:1] == b"\x80":  # pickle protocol >= 2 opcode
-        return TORCH_PICKLE
+    # safetensors first: its 8-byte little-endian header length can begin with any byte
+    # (0x80 and b"PK" included); a JSON header that fits in the file identifies it.
     if len(head) == 9 and head[8:9] == b"{":
         header_len = int.from_bytes(head[:8], "little")
         if 0 < header_len <= path.stat().st_size - 8:
             return SAFETENSORS
+    if head[:4] == b"PK\x03\x04":
+        return TORCH_ZIP
+    if head[:1] == b"\x80":  # pickle protocol >= 2 opcode
+        return TORCH_PICKLE
     raise CheckpointFormatError(f"{path}: neither a safetensors checkpoint nor a torch state dict")
 
 

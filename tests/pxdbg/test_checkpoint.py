@@ -55,6 +55,16 @@ def test_safetensors_roundtrip_keeps_tensors_and_manifest(tmp_path):
     assert not list(tmp_path.glob("*.tmp")), "the temporary file is renamed away"
 
 
+@pytest.mark.parametrize("pad", range(0, 256, 37))
+def test_safetensors_detected_whatever_its_header_length(tmp_path, pad):
+    # The first byte of a safetensors file is the low byte of its header length; 0x80
+    # (a pickle opcode) or "P" must not make it look like a torch file.
+    manifest = _manifest(description="x" * pad)
+    path = write_checkpoint(tmp_path / "c.safetensors", {"w": torch.zeros(2)}, manifest)
+    assert sniff_format(path) == SAFETENSORS
+    assert read_manifest(path).description == "x" * pad
+
+
 def test_legacy_torch_state_dicts_load_without_manifest(tmp_path):
     state = {"w": torch.randn(3, 3), "n": torch.tensor(5)}
     zip_path, old_path = tmp_path / "g.pt", tmp_path / "g.pth"

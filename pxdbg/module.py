@@ -1,0 +1,297 @@
+"""The PXD background generator as a framework-independent processing module.
+
+:class:`PXDBackgroundGenerator` follows basf2's module lifecycle (``initialize``,
+``begin_run``, ``event``, ``terminate``) and basf2's ``PXDBackgroundGenerator``
+parameters, so :mod:`pxdbg.basf2` only has to wrap it, and the CLI and tests drive it
+without basf2. Each ``event()`` returns one event of background digits.
+
+Checkpoints: a fixed file (``checkpoint=PATH``), or, by default, the checkpoint the
+registry resolves for the current (exp, run) in the campaign or global tag. When a new
+run resolves to another payload (another IoV), the weights are switched; when it
+resolves to the same payload nothing is reloaded.
+
+Seeding: an explicit ``seed``, or one derived from the framework's random seed exactly as
+basf2 does it (the first 8 bytes of the SHA-512 digest of its string form, read as a
+signed big-endian integer). The seed initializes one private ``torch.Generator`` (same
+stream as ``torch.manual_seed`` in basf2) from which the latents of all events are drawn
+in order, so identical seeds give identical events, whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Hashable
+
+import numpy as np
+import torch
+
+from registry.checkpoint import ResolvedCheckpoint
+from registry.manifest import Manifest
+
+from .digits import PXDDigits, dense_to_digits
+from .models import MODELS, get_model
+from .models.loading import load_generator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GLOBALTAG = "PXDBackgroundGenerator"
+_SEED_MIN, _SEED_MAX = -(2**63), 2**63 - 1
+
+#: ``resolver(model, exp, run, campaign, globaltag)`` -> a ResolvedCheckpoint, or a
+#: ``(path, manifest)`` pair.
+Resolver = Callable[[str, int, int, "str | None", str], Any]
+
+
+def seed_from_framework(framework_seed: Any) -> int:
+    """basf2's derivation of the generator seed from its random seed (any object; its
+    ``str()`` is hashed): the first 8 bytes of SHA-512, signed, big-endian."""
+    digest = hashlib.sha512(str(framework_seed).encode("utf-8")).digest()[:8]
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def default_resolver(model: str, exp: int, run: int, campaign: str | None, globaltag: str):
+    """Resolve through the checkpoint registry (imported only when first needed)."""
+    from registry.resolve import resolve_checkpoint
+
+    return resolve_checkpoint(model, exp, run, campaign=campaign, globaltag=globaltag,
+                              architecture_version=get_model(model).ARCHITECTURE_VERSION)
+
+
+def _as_resolved(result: Any) -> ResolvedCheckpoint:
+    if isinstance(result, ResolvedCheckpoint):
+        return result
+    if hasattr(result, "path") and hasattr(result, "manifest"):
+        key = getattr(result, "payload_key", None)
+        path = Path(result.path)
+    elif isinstance(result, (tuple, list)) and len(result) == 2:
+        path, key = Path(result[0]), None
+        result = ResolvedCheckpoint(path, result[1], None)
+    else:
+        raise TypeError(f"a checkpoint resolver must return a ResolvedCheckpoint or (path, manifest), "
+                        f"got {type(result).__name__}")
+    if key is None:
+        # Without a payload identity from the resolver, the file is the identity.
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    return ResolvedCheckpoint(path, result.manifest, key)
+
+
+def _check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None,
+               allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        expected = "None or an int" if allow_none else "an int"
+        raise TypeError(f"`{name}` must be {expected}, got {type(value).__name__} {value!r}")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"`{name}` must be {bounds}, got {value}")
+    return value
+
+
+@dataclass
+class GeneratorStats:
+    """What the module did, for logs and benchmarks."""
+
+    events: int = 0
+    digits: int = 0
+    loads: int = 0
+    generate_seconds: float = 0.0
+    convert_seconds: float = 0.0
+    checkpoints: list[str] = field(default_factory=list)
+
+
+class PXDBackgroundGenerator:
+    """Generates PXD background digits, one event per :meth:`event` call.
+
+    :param model: generator model name (``convnet``, ``resnet``, ``ieagan``)
+    :param checkpoint: checkpoint file; None resolves it per run from the registry
+    :param seed: int in [-2**63, 2**63 - 1]; None derives it from ``framework_seed``
+        like basf2 (or, without one, draws a fresh seed and logs it)
+    :param nintra: intra-op CPU threads (``torch.set_num_threads``)
+    :param ninter: inter-op CPU threads (``torch.set_num_interop_threads``)
+    :param globaltag: global tag holding the default checkpoints
+    :param campaign: background campaign; selects its global tag instead of ``globaltag``
+    :param device: torch device, e.g. ``"cpu"`` or ``"cuda:0"``
+    :param resolver: ``(model, exp, run, campaign, globaltag) -> ResolvedCheckpoint`` (or
+        ``(path, manifest)``); defaults to :func:`registry.resolve.resolve_checkpoint`
+    :param framework_seed: the framework's random seed (basf2: ``basf2.get_random_seed()``)
+    :param images_per_forward: at most this many sensor images per forward pass (memory)
+    :param channels_last: run convolutions in channels-last memory format; None picks the
+        measured faster layout for the device (see BENCHMARKS.md)
+    """
+
+    def __init__(self, model: str = "convnet", checkpoint: str | os.PathLike | None = None,
+                 seed: int | None = None, nintra: int = 1, ninter: int = 1,
+                 globaltag: str = DEFAULT_GLOBALTAG, campaign: str | None = None,
+                 device: str | torch.device = "cpu", *, resolver: Resolver | None = None,
+                 framework_seed: Any = None, images_per_forward: int | None = None,
+                 channels_last: bool | None = None):
+        if not isinstance(model, str):
+            raise TypeError(f"`model` must be a str, got {type(model).__name__} {model!r}")
+        if model not in MODELS:
+            raise ValueError(f"invalid `model` {model!r} (options: {', '.join(MODELS)})")
+        self.model = model
+        if checkpoint is not None:
+            if not isinstance(checkpoint, (str, os.PathLike)):
+                raise TypeError(f"`checkpoint` must be None or a path, got {type(checkpoint).__name__}")
+            checkpoint = Path(os.path.expandvars(os.fspath(checkpoint)))
+            if not checkpoint.is_file():
+                raise ValueError(f"`checkpoint` {str(checkpoint)!r} is not an existing file")
+        self.checkpoint = checkpoint
+        self.seed = _check_int("seed", seed, _SEED_MIN, _SEED_MAX, allow_none=True)
+        self.nintra = _check_int("nintra", nintra, 1)
+        self.ninter = _check_int("ninter", ninter, 1)
+        if not isinstance(globaltag, str):
+            raise TypeError(f"`globaltag` must be a str, got {type(globaltag).__name__}")
+        if not globaltag:
+            raise ValueError("`globaltag` must not be empty")
+        self.globaltag = globaltag
+        if campaign is not None and not isinstance(campaign, str):
+            raise TypeError(f"`campaign` must be None or a str, got {type(campaign).__name__}")
+        if campaign == "":
+            raise ValueError("`campaign` must not be empty")
+        self.campaign = campaign
+        if not isinstance(device, (str, torch.device)):
+            raise TypeError(f"`device` must be a str or torch.device, got {type(device).__name__}")
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(f"invalid `device` {device!r}: {exc}") from None
+        if resolver is not None and not callable(resolver):
+            raise TypeError("`resolver` must be callable")
+        self.resolver = resolver
+        self.framework_seed = framework_seed
+        self.images_per_forward = _check_int("images_per_forward", images_per_forward, 1, allow_none=True)
+        if channels_last is not None and not isinstance(channels_last, bool):
+            raise TypeError("`channels_last` must be None or a bool")
+        self.channels_last = channels_last
+
+        self._module = get_model(model)
+        self._model: torch.nn.Module | None = None
+        self._generator: torch.Generator | None = None
+        self._payload_key: Hashable = None
+        self.manifest: Manifest | None = None
+        self.used_seed: int | None = None
+        self.exp: int | None = None
+        self.run: int | None = None
+        self.stats = GeneratorStats()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Apply thread settings, seed the generator, and load a fixed checkpoint.
+
+        With a registry-resolved checkpoint the weights are loaded at the first
+        :meth:`begin_run`, when (exp, run) is known.
+        """
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"`device` {str(self.device)!r} requested, but CUDA is not available")
+        self._apply_threads()
+        if self.seed is not None:
+            seed = self.seed
+        elif self.framework_seed is not None:
+            seed = seed_from_framework(self.framework_seed)
+        else:
+            seed = secrets.randbelow(2**64) + _SEED_MIN
+            log.warning("no seed and no framework seed given: using random seed %d", seed)
+        self.used_seed = seed
+        # Latents are drawn on the CPU so a seed gives the same events on every device.
+        self._generator = torch.Generator(device="cpu").manual_seed(seed)
+        log.info("PXD background generator seed initialized to %d", seed)
+        if self.checkpoint is not None:
+            self._load(ResolvedCheckpoint(self.checkpoint, None, ("file", str(self.checkpoint))))
+
+    def begin_run(self, exp: int, run: int) -> None:
+        """Switch to the checkpoint valid for (exp, run) when it is another payload."""
+        self.exp = _check_int("exp", exp, 0)
+        self.run = _check_int("run", run, 0)
+        if self._generator is None:
+            raise RuntimeError("begin_run() before initialize()")
+        if self.checkpoint is not None:
+            return
+        resolver = self.resolver or default_resolver
+        resolved = _as_resolved(resolver(self.model, exp, run, self.campaign, self.globaltag))
+        if resolved.payload_key == self._payload_key and self._model is not None:
+            return
+        log.info("exp %d run %d: switching to checkpoint %s", exp, run, resolved.path)
+        self._load(resolved)
+
+    def event(self) -> PXDDigits:
+        """One event of background digits (sorted by sensor, ucell, vcell)."""
+        return self.events(1)[0]
+
+    def events(self, n: int) -> list[PXDDigits]:
+        """``n`` events generated in one batch: identical to ``n`` calls of :meth:`event`."""
+        dense = self.generate_dense(n)
+        t0 = time.perf_counter()
+        digits = [dense_to_digits(ev) for ev in dense.numpy()]
+        self.stats.convert_seconds += time.perf_counter() - t0
+        self.stats.digits += sum(len(d) for d in digits)
+        return digits
+
+    def generate_dense(self, n: int) -> torch.Tensor:
+        """``n`` events as dense uint8 images ``(n, 40, 250, 768)``."""
+        _check_int("n", n, 1)
+        if self._model is None:
+            raise RuntimeError("no checkpoint loaded: call initialize() (and begin_run() when the "
+                               "checkpoint comes from the registry) first")
+        t0 = time.perf_counter()
+        dense = self._module.generate(self._model, self._generator, n,
+                                      images_per_forward=self.images_per_forward)
+        self.stats.generate_seconds += time.perf_counter() - t0
+        self.stats.events += n
+        return dense
+
+    def skip_events(self, n: int) -> None:
+        """Advance the random stream past ``n`` events without generating them, e.g. to
+        reproduce event k of a job without generating the k events before it."""
+        _check_int("n", n, 0)
+        if self._generator is None:
+            raise RuntimeError("skip_events() before initialize()")
+        from .models.common import sample_latents
+
+        sample_latents(self._generator, n, self._module.LATENT_DIM, torch.device("cpu"))
+
+    def terminate(self) -> None:
+        s = self.stats
+        if s.events:
+            log.info("generated %d events, %.1f digits/event, %.3f s/event (+%.4f s/event digit conversion), "
+                     "%d checkpoint load(s)", s.events, s.digits / s.events, s.generate_seconds / s.events,
+                     s.convert_seconds / s.events, s.loads)
+        self._model = None
+        self._payload_key = None
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _apply_threads(self) -> None:
+        torch.set_num_threads(self.nintra)
+        if torch.get_num_interop_threads() != self.ninter:
+            try:
+                torch.set_num_interop_threads(self.ninter)
+            except RuntimeError:  # only settable once, before any inter-op work
+                log.warning("could not set %d inter-op threads (torch already uses %d)",
+                            self.ninter, torch.get_num_interop_threads())
+
+    def _load(self, resolved: ResolvedCheckpoint) -> None:
+        # The manifest check runs inside load_generator before any weight is used; a
+        # wrong-model checkpoint therefore fails here, before the first event.
+        model, manifest = load_generator(self.model, resolved.path)
+        model = model.to(self.device)
+        if self._use_channels_last():
+            model = model.to(memory_format=torch.channels_last)
+        self._model, self.manifest = model, manifest
+        self._payload_key = resolved.payload_key
+        self.stats.loads += 1
+        self.stats.checkpoints.append(str(resolved.path))
+
+    def _use_channels_last(self) -> bool:
+        if self.channels_last is not None:
+            return self.channels_last
+        return False

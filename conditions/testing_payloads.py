@@ -134,6 +134,8 @@ class TestingPayloadsSource(MetadataSource):
     """
 
     __test__ = False
+    #: An override layer: answers for any tag list and holds no tags of its own.
+    holds_tags = False
 
     def __init__(self, path: str | Path):
         self.path = Path(path).absolute()

@@ -1,0 +1,109 @@
+"""The API's edge cases, in process (FastAPI's TestClient on a real SQLite store)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conditions.iov import IntervalOfValidity as IoV
+from conditions.server import create_app
+from conditions.store import open_store
+
+
+@pytest.fixture
+def api(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "payloads")
+    _, admin = store.create_token("admin", ["admin"])
+    _, scoped = store.create_token("calib", ["iov:calib_*"])
+    app = create_app(store, max_upload_bytes=1000, state_ttl=0.2)
+    with TestClient(app) as client:
+        client.admin = {"Authorization": f"Bearer {admin}"}
+        client.scoped = {"Authorization": f"Bearer {scoped}"}
+        client.store = store
+        yield client
+    store.close()
+
+
+def error_of(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["code"] == code and body["reason"] and body["message"]
+    return body
+
+
+def test_uploads_are_capped_even_without_content_length(api):
+    def chunks():
+        for _ in range(20):
+            yield b"x" * 100
+
+    error_of(api.post("/api/v1/payloads/Big", content=chunks(), headers=api.admin), 413, "payload_too_large")
+    error_of(api.post("/api/v1/payloads/Big", content=b"x" * 1001, headers=api.admin), 413, "payload_too_large")
+    assert api.get("/api/v1/payloads", params={"name": "Big"}).json() == []
+    assert api.post("/api/v1/payloads/Big", content=b"x" * 1000, headers=api.admin).status_code == 201
+
+
+def test_upload_checks(api):
+    data = b"calibration"
+    wrong = hashlib.sha256(b"other").hexdigest()
+    error_of(api.post("/api/v1/payloads/C", params={"sha256": wrong}, content=data, headers=api.admin),
+             422, "checksum_mismatch")
+    error_of(api.post("/api/v1/payloads/C", params={"metadata": "[1, 2]"}, content=data, headers=api.admin),
+             422, "validation_error")
+    error_of(api.post("/api/v1/payloads/C", params={"metadata": "{nope"}, content=data, headers=api.admin),
+             422, "validation_error")
+    error_of(api.post("/api/v1/payloads/bad.name", content=data, headers=api.admin), 422, "invalid_name")
+    good = api.post("/api/v1/payloads/C", params={"sha256": hashlib.sha256(data).hexdigest(),
+                                                  "metadata": '{"unit": "cm"}'}, content=data, headers=api.scoped)
+    assert good.status_code == 201 and good.json()["metadata"]["unit"] == "cm"
+
+
+def test_error_bodies_for_routing_and_validation(api):
+    error_of(api.get("/api/v1/nothing-here"), 404, "not_found")
+    error_of(api.delete("/api/v1/tags"), 405, "method_not_allowed")
+    body = error_of(api.get("/api/v1/resolve", params={"tag": "gt", "name": "X", "exp": "one", "run": 0}),
+                    422, "validation_error")
+    assert "exp" in body["message"]
+    error_of(api.post("/api/v1/tags", json={"name": "bad name!"}, headers=api.admin), 422, "invalid_name")
+    error_of(api.post("/api/v1/tags", json={"name": "ok", "description": "nul\x00byte"}, headers=api.admin),
+             422, "validation_error")
+    error_of(api.post("/api/v1/tags", content=b"{not json", headers={**api.admin, "Content-Type": "application/json"}),
+             422, "validation_error")
+    error_of(api.get("/api/v1/iovs/999"), 404, "unknown_iov")
+    error_of(api.get("/files/zz/Foo_r1.root"), 404, "unknown_payload")
+
+
+def test_scopes_follow_the_tag_glob(api):
+    for name in ("calib_x", "prod"):
+        assert api.post("/api/v1/tags", json={"name": name}, headers=api.admin).status_code == 201
+    api.post("/api/v1/payloads/P", content=b"p", headers=api.admin)
+    iov = {"payload": "P", "revision": 1, "iov": {"first_exp": 0, "first_run": 0}}
+    created = api.post("/api/v1/tags/calib_x/iovs", json=iov, headers=api.scoped)
+    assert created.status_code == 201
+    error_of(api.post("/api/v1/tags/prod/iovs", json=iov, headers=api.scoped), 403, "forbidden")
+    prod_iov = api.post("/api/v1/tags/prod/iovs", json=iov, headers=api.admin).json()["iov_id"]
+    error_of(api.delete(f"/api/v1/iovs/{prod_iov}", headers=api.scoped), 403, "forbidden")
+    error_of(api.put("/api/v1/tags/calib_x/state", json={"state": "TESTING"}, headers=api.scoped), 403, "forbidden")
+    error_of(api.get("/api/v1/tokens", headers=api.scoped), 403, "forbidden")
+    assert api.delete(f"/api/v1/iovs/{created.json()['iov_id']}", headers=api.scoped).status_code == 200
+
+
+def test_published_answers_are_cached_until_the_tag_is_invalidated(api):
+    store = api.store
+    store.create_tag("pub")
+    payload = store.add_payload("P", b"published")
+    store.add_iov("pub", "P", payload.revision, IoV(0, 0, -1, -1))
+    for state in ("TESTING", "VALIDATED", "PUBLISHED"):
+        store.set_tag_state("pub", state)
+    params = {"tag": "pub", "name": "P", "exp": 1, "run": 1}
+    first = api.get("/api/v1/resolve", params=params)
+    assert first.status_code == 200 and first.headers["Cache-Control"] == "public, max-age=60"
+    assert api.get("/api/v1/resolve", params=params).content == first.content
+    assert api.app.state.resolve_cache.lookup((("pub",), "P", 1, 1, False), ("pub",)) == first.content
+
+    # Invalidated behind the server's back (another worker): honoured within state_ttl.
+    store.set_tag_state("pub", "INVALID")
+    time.sleep(0.25)
+    error_of(api.get("/api/v1/resolve", params=params), 409, "unusable_tag")

@@ -29,6 +29,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -109,7 +110,7 @@ def check_file(path: str | Path, payload: PayloadInfo) -> str | None:
         st = path.stat()
     except FileNotFoundError:
         return "file does not exist"
-    if not path.is_file():
+    if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
     if payload.size is not None and st.st_size != payload.size:
         return f"size is {st.st_size} bytes, metadata says {payload.size}"

@@ -166,23 +166,24 @@ def publish_tag(store: Store, tag: str, *, target: GlobalTagState = GlobalTagSta
 # -- legacy files and precision ------------------------------------------------------------
 
 def import_legacy(source: str | Path, destination: str | Path, manifest: Manifest, *,
-                  validate: Callable[[dict], None] | None = None) -> Path:
+                  convert: Callable[[dict], Mapping[str, Any]] | None = None) -> Path:
     """Convert a legacy torch state-dict file (as basf2 distributes) into a safetensors
     checkpoint carrying ``manifest``.
 
     The file is read with ``torch.load(weights_only=True)``: a pickle that would import or
     run anything beyond tensors and plain containers raises UnsafeCheckpointError and
-    nothing in it executes. ``validate`` gets the state dict (e.g. a strict
-    ``load_state_dict`` into the model) before anything is written.
+    nothing in it executes. ``convert`` gets the state dict and returns the one to store
+    (e.g. the model's documented key adaptation, after a strict load test); it runs
+    before anything is written, so a failure leaves no output file.
     """
     source, destination = Path(source), Path(destination)
     if sniff_format(source) == SAFETENSORS:
         raise CheckpointFormatError(f"{source} is already a safetensors checkpoint; nothing to import")
-    tensors, _ = read_checkpoint(source)
-    if validate is not None:
-        validate(tensors)
     if destination.resolve() == source.resolve():
         raise ValueError("the output file must differ from the legacy input")
+    tensors, _ = read_checkpoint(source)
+    if convert is not None:
+        tensors = dict(convert(tensors))
     write_checkpoint(destination, tensors, manifest)
     return destination
 
@@ -213,11 +214,18 @@ def cast_checkpoint(source: str | Path, destination: str | Path, dtype: str = "f
 
 
 def copy_tree_atomically(source: Path, destination: Path) -> None:
-    """Replace directory ``destination`` by a copy of ``source`` (via a sibling temp dir)."""
+    """Replace directory ``destination`` by a copy of ``source`` (via a sibling temp dir).
+
+    The copy is made world-readable (directories 0755, files 0644): it is package data
+    that every user of an installation must read, whatever the temp files' modes were.
+    """
     destination = Path(destination)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
         shutil.copytree(source, staging, dirs_exist_ok=True)
+        staging.chmod(0o755)
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if destination.exists():
             old = destination.with_name(f".{destination.name}.old")
             if old.exists():

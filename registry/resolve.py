@@ -113,12 +113,17 @@ def requested_tags(campaign: str | Sequence[str] | None = None,
     return tuple(ordered)
 
 
+def _is_http(spec: Any) -> bool:
+    return isinstance(spec, str) and spec.strip().lower().startswith(("http://", "https://"))
+
+
 class _SourceSlot:
     """One configured source, opened on first use (and again after a failure)."""
 
-    def __init__(self, spec: SourceSpec, *, fallback: bool = False):
+    def __init__(self, spec: SourceSpec, *, fallback: bool = False, options: dict[str, Any] | None = None):
         self.spec = spec
         self.fallback = fallback
+        self.options = dict(options or {})
         self._source: MetadataSource | None = spec if isinstance(spec, MetadataSource) else None
         self._owned = self._source is None
 
@@ -137,7 +142,7 @@ class _SourceSlot:
             else:
                 from conditions.api import open_source
 
-                self._source = open_source(str(os.fspath(self.spec)))
+                self._source = open_source(os.fspath(self.spec), **self.options)
         return self._source
 
     def reset(self) -> None:
@@ -153,6 +158,10 @@ class _SourceSlot:
         self.reset()
 
 
+#: Stands for the embedded store in a registry's source list.
+_EMBEDDED = object()
+
+
 class _TagsUnknown(Exception):
     """This source knows none of the requested tags (not a failure of the source)."""
 
@@ -164,11 +173,13 @@ class CheckpointRegistry:
     ``use_embedded``: append the embedded default store as last fallback (default: yes,
     unless ``PXDBG_NO_EMBEDDED=1``). ``cache``: the PayloadCache for downloaded payloads.
     ``allow_open``: accept OPEN tags (for validating a campaign before it is frozen).
+    ``client_options``: for the REST client of ``http(s)://`` specs (e.g. ``retries``,
+    ``timeout``, ``token``), passed through :func:`conditions.api.open_source`.
     """
 
     def __init__(self, sources: Iterable[SourceSpec] | SourceSpec | None = None, *,
                  use_embedded: bool | None = None, cache: PayloadCache | None = None,
-                 allow_open: bool = False):
+                 allow_open: bool = False, client_options: dict[str, Any] | None = None):
         if sources is None:
             specs: list[SourceSpec] = list(configured_specs())
         elif isinstance(sources, (str, os.PathLike, MetadataSource)):
@@ -177,12 +188,17 @@ class CheckpointRegistry:
             specs = list(sources)
         if use_embedded is None:
             use_embedded = os.environ.get(NO_EMBEDDED_ENV, "").strip().lower() not in ("1", "true", "yes")
-        self._slots = [_SourceSlot(spec) for spec in specs]
         if use_embedded:
-            self._slots.append(_SourceSlot("embedded", fallback=True))
-        if not self._slots:
+            specs.append(_EMBEDDED)  # type: ignore[arg-type]
+        if not specs:
             raise ValueError("no conditions source configured and the embedded store is disabled")
         self.cache = cache if cache is not None else PayloadCache()
+        http_options = {"cache": self.cache, **(client_options or {})}
+        self._slots = [
+            _SourceSlot(spec, fallback=spec is _EMBEDDED,
+                        options=http_options if _is_http(spec) else {"cache": self.cache})
+            for spec in specs
+        ]
         self.allow_open = allow_open
         self._entries: dict[tuple, list[RegistryCheckpoint]] = {}
         self._lock = threading.Lock()
@@ -328,6 +344,23 @@ class CheckpointRegistry:
                 return point  # the source's answer disagrees with its own IoV list
             valid = pieces[0]
         return valid
+
+    def as_resolver(self, *, campaign: str | Sequence[str] | None = None,
+                    globaltag: str | Sequence[str] | None = None):
+        """A ``resolver(model, exp, run, campaign, globaltag)`` for
+        :class:`pxdbg.module.PXDBackgroundGenerator` that resolves through this registry.
+
+        ``campaign``/``globaltag`` given here replace what the module passes, e.g. a list
+        of campaigns in priority order for a production job whose runs span several.
+        """
+
+        def resolver(model: str, exp: int, run: int, module_campaign: Any = None,
+                     module_globaltag: Any = DEFAULT_GLOBALTAG) -> RegistryCheckpoint:
+            from_campaign = campaign if campaign is not None else module_campaign
+            tags = globaltag if globaltag is not None else module_globaltag
+            return self.resolve(model, exp, run, campaign=from_campaign, globaltag=tags)
+
+        return resolver
 
     # -- housekeeping ---------------------------------------------------------------------
     def clear_cache(self) -> None:

@@ -136,7 +136,8 @@ def import_legacy_command(file: Path, model: str, output: Path, campaign: str | 
     The file is read with torch.load(weights_only=True): pickled code is refused, never
     run. The weights must load into the model (strict) before anything is written.
     """
-    from pxdbg.models import build_model, get_model
+    from pxdbg.models import get_model
+    from pxdbg.models.loading import adapt_legacy_state_dict, build_from_state_dict
     from registry.admin import cast_checkpoint, import_legacy
     from registry.manifest import Manifest, software_versions
 
@@ -145,16 +146,14 @@ def import_legacy_command(file: Path, model: str, output: Path, campaign: str | 
                         training_steps=training_steps, description=description,
                         software=software_versions())
 
-    def validate(state_dict: dict) -> None:
-        try:
-            build_model(model).load_state_dict(state_dict, strict=True)
-        except RuntimeError as error:
-            from registry.exceptions import ManifestMismatchError
+    def convert(state_dict: dict) -> dict:
+        # The models' documented legacy key mapping, then a strict load: what is stored
+        # is exactly what the model loads, so no adaptation is needed at generation time.
+        adapted = adapt_legacy_state_dict(state_dict)
+        build_from_state_dict(model, adapted)
+        return adapted
 
-            first = str(error).splitlines()[0]
-            raise ManifestMismatchError(f"{file} does not hold {model} weights: {first}") from None
-
-    import_legacy(file, output, manifest, validate=validate)
+    import_legacy(file, output, manifest, convert=convert)
     if dtype != "float32":
         cast_checkpoint(output, output, dtype)
     click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, model {model}, "

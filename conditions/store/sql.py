@@ -50,7 +50,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence, TypeVar
 
 import filelock
 import platformdirs
-from sqlalchemy import and_, create_engine, event, exc as sa_exc, func, inspect, or_, select, text
+from sqlalchemy import BigInteger, and_, bindparam, create_engine, event, exc as sa_exc, func, inspect, or_, select, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import Session
 
@@ -389,10 +389,7 @@ class SqlStore(Store):
         if (cached is not None and self.cache_enabled and cached.state in _CACHEABLE_STATES
                 and now - cached.fetched < self.cache_ttl):
             return cached
-        t = GlobalTagRow.__table__.c
-        row = lazy.get().execute(
-            select(t.id, t.state, t.change_serial).where(t.name == tag)
-        ).one_or_none()
+        row = lazy.get().execute(_TAG_ROW_QUERY, {"tag": tag}).one_or_none()
         if row is None:
             if not isinstance(tag, str):
                 raise UnknownTagError(f"global tag names are strings, got {tag!r}")
@@ -404,18 +401,11 @@ class SqlStore(Store):
 
     def _load_index(self, lazy: "_LazyConnection", row: _TagRowCache, name: str) -> _ResolveIndex:
         conn = lazy.get()
-        i, p = IoVRow.__table__.c, PayloadRow.__table__.c
-        t = GlobalTagRow.__table__.c
-        # The serial read together with the IoVs keys the cache entry. If the tag changed
-        # since its row was read, the answer is still consistent (read in one statement
-        # pair under one snapshot on SQLite; on PostgreSQL the serial check below guards).
-        records = conn.execute(
-            select(i.id, i.first_exp, i.first_run, i.final_exp, i.final_run,
-                   i.upper_exp, i.upper_run, *_payload_columns(p))
-            .join(PayloadRow.__table__, p.id == i.payload_id)
-            .where(i.tag_id == row.tag_id, i.payload_name == name)
-        ).all()
-        serial = conn.execute(select(t.change_serial).where(t.id == row.tag_id)).scalar_one_or_none()
+        # The index is cached under the serial it was built from. The serial is read again
+        # after the IoVs: if a writer slipped in between (possible on PostgreSQL, where
+        # each statement sees the latest commit), this answer is used once, not cached.
+        records = conn.execute(_TAG_IOVS_QUERY, {"tag_id": row.tag_id, "name": name}).all()
+        serial = conn.execute(_TAG_SERIAL_QUERY, {"tag_id": row.tag_id}).scalar_one_or_none()
         entries = []
         for r in records:
             answer = ResolvedPayload(
@@ -431,21 +421,7 @@ class SqlStore(Store):
         return index
 
     def _query_point(self, conn: Connection, row: _TagRowCache, name: str, exp: int, run: int) -> ResolvedPayload | None:
-        i, p = IoVRow.__table__.c, PayloadRow.__table__.c
-        r = conn.execute(
-            select(i.id, i.first_exp, i.first_run, i.final_exp, i.final_run, *_payload_columns(p))
-            .join(PayloadRow.__table__, p.id == i.payload_id)
-            .where(
-                i.tag_id == row.tag_id,
-                i.payload_name == name,
-                i.first_exp <= exp,
-                or_(i.first_exp < exp, i.first_run <= run),
-                i.upper_exp >= exp,
-                or_(i.upper_exp > exp, i.upper_run >= run),
-            )
-            .order_by(p.revision.desc(), i.id.desc())
-            .limit(1)
-        ).one_or_none()
+        r = conn.execute(_POINT_QUERY, {"tag_id": row.tag_id, "name": name, "exp": exp, "run": run}).one_or_none()
         if r is None:
             return None
         return ResolvedPayload(
@@ -1021,6 +997,32 @@ def _payload_columns(p):
             p.metadata_json, p.created, p.creator)
 
 
+def _build_resolve_queries():
+    """The statements of the resolve path, built once: constructing a SQLAlchemy statement
+    costs more than running it on SQLite."""
+    i, p, t = IoVRow.__table__.c, PayloadRow.__table__.c, GlobalTagRow.__table__.c
+    tag_row = select(t.id, t.state, t.change_serial).where(t.name == bindparam("tag"))
+    serial = select(t.change_serial).where(t.id == bindparam("tag_id"))
+    iov_columns = (i.id, i.first_exp, i.first_run, i.final_exp, i.final_run, i.upper_exp, i.upper_run,
+                   *_payload_columns(p))
+    joined = select(*iov_columns).join(PayloadRow.__table__, p.id == i.payload_id)
+    tag_iovs = joined.where(i.tag_id == bindparam("tag_id"), i.payload_name == bindparam("name"))
+    exp, run = bindparam("exp", type_=BigInteger), bindparam("run", type_=BigInteger)
+    # "lower <= (exp, run) <= upper", written so the leading column of each condition
+    # is a plain range an index can use.
+    point = (
+        tag_iovs.where(
+            i.first_exp <= exp,
+            or_(i.first_exp < exp, i.first_run <= run),
+            i.upper_exp >= exp,
+            or_(i.upper_exp > exp, i.upper_run >= run),
+        )
+        .order_by(p.revision.desc(), i.id.desc())
+        .limit(1)
+    )
+    return tag_row, serial, tag_iovs, point
+
+
 def _payload_info(r) -> PayloadInfo:
     return PayloadInfo(name=r.name, revision=r.revision, checksum=r.checksum, sha256=r.sha256, size=r.size,
                        created=r.created, creator=r.creator, metadata=json.loads(r.metadata_json),
@@ -1031,6 +1033,9 @@ def _payload_info_from_row(row: PayloadRow) -> PayloadInfo:
     return PayloadInfo(name=row.name, revision=row.revision, checksum=row.checksum, sha256=row.sha256,
                        size=row.size, created=row.created, creator=row.creator,
                        metadata=json.loads(row.metadata_json), payload_id=row.id, url=row.url)
+
+
+_TAG_ROW_QUERY, _TAG_SERIAL_QUERY, _TAG_IOVS_QUERY, _POINT_QUERY = _build_resolve_queries()
 
 
 def _tag_info(row: GlobalTagRow) -> GlobalTagInfo:

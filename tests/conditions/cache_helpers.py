@@ -127,3 +127,30 @@ def child_hold_lock(lock_path: str, ready: str, seconds: float) -> None:
     with filelock.FileLock(lock_path):
         Path(ready).touch()
         time.sleep(seconds)
+
+
+def child_get_over_http(server_url: str, cache_dir: str, counter: str, tag: str, name: str,
+                        barrier, results) -> None:
+    """Child process: resolve through the real REST client, then get() the payload through
+    the cache; every real download is counted in ``counter``."""
+    from conditions.cache import PayloadCache
+    from conditions.client import ConditionsClient
+
+    class CountingClient(ConditionsClient):
+        def fetch_payload(self, payload, destination):
+            fd = os.open(counter, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{os.getpid()}\n".encode())
+            finally:
+                os.close(fd)
+            super().fetch_payload(payload, destination)
+
+    try:
+        client = CountingClient(server_url)
+        found = client.resolve(tag, name, 3, 7)
+        barrier.wait(timeout=60)
+        path = PayloadCache(cache_dir, lock_timeout=60).get(found.payload, client)
+        results.put((os.getpid(), str(path), hashlib.md5(Path(path).read_bytes()).hexdigest()))
+        client.close()
+    except BaseException as exc:
+        results.put((os.getpid(), "ERROR", repr(exc)))

@@ -19,6 +19,10 @@ def main(verbose: int) -> None:
 # Command groups register themselves here, one line each.
 from .checkpoint import checkpoint as _checkpoint  # noqa: E402
 from .campaign import campaign as _campaign  # noqa: E402
+from .generate import generate as _generate  # noqa: E402
+from .overlay import overlay as _overlay  # noqa: E402
 
 main.add_command(_checkpoint)
 main.add_command(_campaign)
+main.add_command(_generate)
+main.add_command(_overlay)

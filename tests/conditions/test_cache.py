@@ -262,3 +262,26 @@ def test_default_cache_dir_honours_environment(monkeypatch, tmp_path):
     assert PayloadCache().directory == tmp_path / "env-cache"
     monkeypatch.delenv("CONDITIONS_CACHE_DIR")
     assert "conditions" in str(default_cache_dir())
+
+
+def test_threads_of_one_process_share_one_fill(tmp_path):
+    import threading
+
+    source = FileBlobSource(tmp_path / "blobs", counter=tmp_path / "fetches", fetch_delay=0.2)
+    info = source.add(DATA, "Threaded")
+    cache = PayloadCache(tmp_path / "cache", lock_timeout=30)
+    got, errors = [], []
+
+    def work():
+        try:
+            got.append(cache.get(info, source).read_bytes())
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and got == [DATA] * 8
+    assert fetch_count(tmp_path / "fetches") == 1

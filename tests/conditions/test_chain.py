@@ -27,9 +27,8 @@ NAME = "PXDBackgroundGenerator_resnet"
 
 @pytest.fixture
 def layered(sqlite_store, tmp_path):
-    """store: tags 'prod' (PUBLISHED) and 'newer' (RUNNING); snapshot: 'prod' only, exported
-    before 'prod' got more IoVs... no: tags are frozen, so the snapshot holds 'prod' and the
-    store additionally 'newer'; testing payloads override NAME in exp 1."""
+    """store: RUNNING tags 'prod' and 'newer'; snapshot: 'prod' only, taken before 'prod'
+    gained an IoV for exp 6+; testing payloads override NAME in exp 1."""
     store = sqlite_store
     store_bytes = b"store checkpoint"
     p = store.add_payload(NAME, store_bytes, filename="ckpt.safetensors")

@@ -39,3 +39,8 @@ from . import resolve as _resolve  # noqa: E402
 main.add_command(_tag.tag)
 main.add_command(_upload.upload)
 main.add_command(_resolve.resolve)
+from . import serve as _serve  # noqa: E402
+from . import token as _token  # noqa: E402
+
+main.add_command(_serve.serve)
+main.add_command(_token.token)

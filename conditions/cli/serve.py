@@ -1,0 +1,44 @@
+"""``conditionsdb serve``: run the REST service (FastAPI under uvicorn) for a store."""
+
+from __future__ import annotations
+
+import click
+
+from .context import CliContext, pass_cli
+
+
+@click.command()
+@click.option("--db", "db", metavar="URL", default=None,
+              help="The store to serve (default: the global --db / CONDITIONSDB_URL).")
+@click.option("--payloads", "payloads", metavar="DIR", default=None,
+              help="Payload directory (default: the store's own, as for every other command).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes (each opens its own store connection pool).")
+@click.option("--max-upload-bytes", default=2 * 1024**3, show_default=True, type=click.IntRange(1),
+              help="Uploads beyond this size are refused (413).")
+@click.option("--public-url", default=None, metavar="URL",
+              help="Base URL clients reach this server under (for basf2's baseUrl behind a proxy).")
+@click.option("--max-age", default=60, show_default=True, type=click.IntRange(0),
+              help="Cache-Control max-age (s) of metadata answers, for HTTP proxies.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+@pass_cli
+def serve(cli: CliContext, db, payloads, host, port, workers, max_upload_bytes, public_url, max_age,
+          log_level, access_log):
+    """Serve the store over HTTP: the native API under /api/v1 (OpenAPI at
+    /api/v1/openapi.json, docs at /api/v1/docs) and basf2's read endpoints under /v2.
+
+    Reads are anonymous; writes need a token from `conditionsdb token create`."""
+    from ..server.run import serve as run_server
+
+    url = db or cli.db
+    if not url:
+        raise click.UsageError("no store given: pass --db URL (or the global --db / CONDITIONSDB_URL)")
+    if url.lower().startswith(("http://", "https://")):
+        raise click.UsageError("serve needs a database (sqlite or postgresql), not another server")
+    run_server(url, payload_dir=payloads or cli.payload_dir, host=host, port=port, workers=workers,
+               max_upload_bytes=max_upload_bytes, public_url=public_url, metadata_max_age=max_age,
+               log_level=log_level, access_log=access_log)

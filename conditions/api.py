@@ -15,8 +15,9 @@ How a spec is recognised:
 * ``postgresql://`` (also ``postgresql+psycopg://``, ``postgres://``): an SQL store;
 * ``sqlite:///PATH``, ``file://PATH`` or a plain path to a file: by its first bytes -- an
   SQLite file with application id 0xb2cdb is a basf2 snapshot (read-only), any other
-  SQLite file (or an empty one) a store; a UTF-8 text file is a testing-payloads file;
-  anything else is NotAStoreError;
+  SQLite file a store; a UTF-8 text file (or an empty ``.txt``) a testing-payloads file;
+  an empty file becomes a new store only with ``writable=True``; anything else is
+  NotAStoreError;
 * a directory: a basf2 snapshot if it holds ``metadata.sqlite``, else a testing-payloads
   directory if it holds ``database.txt`` (what ``b2conditionsdb legacydownload -c``
   writes);
@@ -99,7 +100,15 @@ def _open_path(path: Path, spec: str, payload_dir, writable: bool, options: dict
             head = stream.read(4096)
     except OSError as error:
         raise NotAStoreError(f"cannot read {path}: {error}") from None
-    if not head or head.startswith(_SQLITE_MAGIC):
+    if not head:
+        # An empty file: an empty testing-payloads list, or (only when asked to write) the
+        # start of a new store. Reading must never turn a file into a database.
+        if path.suffix == ".txt":
+            return _read_only(TestingPayloadsSource(path), writable)
+        if writable:
+            return open_store(spec if spec.lower().startswith("sqlite:") else path, payload_dir, **options)
+        raise NotAStoreError(f"{path} is an empty file, not a conditions store")
+    if head.startswith(_SQLITE_MAGIC):
         if is_snapshot_file(path):
             return _read_only(SnapshotSource(path), writable)
         return open_store(spec if spec.lower().startswith("sqlite:") else path, payload_dir, **options)

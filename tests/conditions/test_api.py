@@ -91,6 +91,21 @@ def test_not_a_store(tmp_path):
         open_source(other)
 
 
+def test_empty_files(tmp_path):
+    empty_txt = tmp_path / "database.txt"
+    empty_txt.write_text("")
+    source = open_source(empty_txt)
+    assert isinstance(source, TestingPayloadsSource) and source.entries == []
+    empty_db = tmp_path / "empty.db"
+    empty_db.write_bytes(b"")
+    with pytest.raises(NotAStoreError, match="empty"):
+        open_source(empty_db)
+    assert empty_db.read_bytes() == b""  # reading never turns a file into a database
+    store = open_source(empty_db, writable=True)
+    assert isinstance(store, SqlStore)
+    store.close()
+
+
 def test_writable_creates_a_new_store(tmp_path):
     store = open_source(tmp_path / "new.db", writable=True)
     try:

@@ -31,9 +31,9 @@ from typing import Sequence
 
 from .cache import file_hashes
 from .exceptions import (
-    ConditionsError,
     InvalidIoVError,
     InvalidNameError,
+    InvalidValueError,
     NoPayloadFoundError,
     UnknownPayloadError,
     UnknownTagError,
@@ -47,11 +47,10 @@ _REVISION = re.compile(r"^[A-Za-z0-9]{1,64}$")
 _FILE_NAME = re.compile(r"^dbstore_[A-Za-z0-9_][A-Za-z0-9_\-+]*_rev_[A-Za-z0-9]+\.[A-Za-z0-9]+$")
 
 
-class TestingPayloadsFormatError(ConditionsError, ValueError):
+class TestingPayloadsFormatError(InvalidValueError):
     """A line of a testing-payloads file that cannot be read (the message names file and line)."""
 
     __test__ = False  # not a pytest test class, despite the name
-    code = "invalid_testing_payloads"
 
 
 @dataclass(frozen=True)

@@ -167,3 +167,46 @@ def test_hostile_payload_name_in_a_snapshot_cannot_escape(tmp_path):
         with pytest.raises(InvalidNameError):
             snap.fetch_payload(got.payload, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_reexport_of_a_basf2_snapshot_resolves_the_same(tmp_path):
+    from conditions.snapshot import export_snapshot
+
+    write_basf2_snapshot(tmp_path / "basf2", flat={9001})
+    tags = ["data_reprocessing_proc13", "online"]
+    with SnapshotSource(tmp_path / "basf2") as original:
+        report = export_snapshot(original, tags, tmp_path / "ours")
+        assert report.copied == 4
+        with SnapshotSource(tmp_path / "ours") as copy:
+            for name in ("BeamParameters", "PXDBackgroundGenerator_gan", "ECLCrystalEnergy"):
+                for exp in (0, 10, 12, 13, 26):
+                    for run in (0, 100, 101):
+                        try:
+                            want = original.resolve(tags, name, exp, run)
+                        except NoPayloadFoundError:
+                            with pytest.raises(NoPayloadFoundError):
+                                copy.resolve(tags, name, exp, run)
+                            continue
+                        got = copy.resolve(tags, name, exp, run)
+                        assert (got.payload.payload_id, got.payload.revision, got.payload.checksum, got.iov,
+                                got.tag) == (want.payload.payload_id, want.payload.revision,
+                                             want.payload.checksum, want.iov, want.tag)
+            assert copy.get_tag("online").tag_id == 777  # the central ids survive
+    assert verify_snapshot(tmp_path / "ours").ok
+
+
+def test_exporting_a_hostile_snapshot_writes_nothing_outside(tmp_path):
+    from conditions.snapshot import export_snapshot
+
+    dbfile = write_basf2_snapshot(tmp_path / "in" / "snap")
+    db = sqlite3.connect(dbfile)
+    db.execute("UPDATE payloadNames SET payloadName = '../../../escaped' WHERE payloadName = 'ECLCrystalEnergy'")
+    db.commit()
+    db.close()
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with SnapshotSource(dbfile) as snap:
+        with pytest.raises(InvalidNameError):
+            export_snapshot(snap, "online", tmp_path / "out" / "deep")
+    after = sorted(p for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "out"))
+    assert after == before
+    assert not any((tmp_path / "out").rglob("*.root"))

@@ -50,7 +50,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence, TypeVar
 
 import filelock
 import platformdirs
-from sqlalchemy import BigInteger, and_, bindparam, create_engine, event, exc as sa_exc, func, inspect, or_, select, text
+from sqlalchemy import BigInteger, and_, bindparam, create_engine, event, exc as sa_exc, func, insert, inspect, or_, select, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import Session
 
@@ -189,14 +189,16 @@ def _point_after(point: tuple[int, int]) -> tuple[int, int] | None:
 
 class _ResolveIndex:
     """The IoVs of one payload name in one tag as elementary run ranges, each with the
-    IoV that wins there (highest revision, then newest IoV). Lookup is one bisect."""
+    IoV that wins there (highest revision, then newest IoV). Lookup is one bisect; the
+    answer objects are built on first use (most IoVs of a big tag are never asked for)."""
 
-    __slots__ = ("starts", "winners")
+    __slots__ = ("starts", "winners", "_rows", "_answers", "_make_answer")
 
-    def __init__(self, entries: list[tuple[tuple[int, int], tuple[int, int], tuple[int, int], ResolvedPayload]]):
-        # entries: (lower, upper, rank, answer); the highest rank wins.
+    def __init__(self, entries: list[tuple[tuple[int, int], tuple[int, int], tuple[int, int], Any]],
+                 make_answer: Callable[[Any], ResolvedPayload]):
+        # entries: (lower, upper, rank, row); the highest rank wins where IoVs overlap.
         boundaries: set[tuple[int, int]] = set()
-        for lower, upper, _rank, _answer in entries:
+        for lower, upper, _rank, _row in entries:
             boundaries.add(lower)
             after = _point_after(upper)
             if after is not None:
@@ -204,26 +206,38 @@ class _ResolveIndex:
         ordered = sorted(entries, key=lambda e: e[0])
         heap: list[tuple[tuple[int, int], int]] = []
         starts: list[tuple[int, int]] = []
-        winners: list[ResolvedPayload | None] = []
+        winners: list[int] = []
         j = 0
         for boundary in sorted(boundaries):
             while j < len(ordered) and ordered[j][0] <= boundary:
                 rank = ordered[j][2]
                 heapq.heappush(heap, ((-rank[0], -rank[1]), j))
                 j += 1
+            # lazy deletion: an expired IoV only matters once it reaches the top
             while heap and ordered[heap[0][1]][1] < boundary:
                 heapq.heappop(heap)
-            winner = ordered[heap[0][1]][3] if heap else None
-            if winners and winners[-1] is winner:
+            winner = heap[0][1] if heap else -1
+            if winners and winners[-1] == winner:
                 continue
             starts.append(boundary)
             winners.append(winner)
         self.starts = starts
         self.winners = winners
+        self._rows = [e[3] for e in ordered]
+        self._answers: list[ResolvedPayload | None] = [None] * len(ordered)
+        self._make_answer = make_answer
 
     def lookup(self, exp: int, run: int) -> ResolvedPayload | None:
         i = bisect.bisect_right(self.starts, (exp, run)) - 1
-        return self.winners[i] if i >= 0 else None
+        if i < 0:
+            return None
+        winner = self.winners[i]
+        if winner < 0:
+            return None
+        answer = self._answers[winner]
+        if answer is None:
+            answer = self._answers[winner] = self._make_answer(self._rows[winner])
+        return answer
 
 
 @dataclass(frozen=True)
@@ -406,14 +420,22 @@ class SqlStore(Store):
         # each statement sees the latest commit), this answer is used once, not cached.
         records = conn.execute(_TAG_IOVS_QUERY, {"tag_id": row.tag_id, "name": name}).all()
         serial = conn.execute(_TAG_SERIAL_QUERY, {"tag_id": row.tag_id}).scalar_one_or_none()
-        entries = []
-        for r in records:
-            answer = ResolvedPayload(
-                payload=_payload_info(r), iov=IntervalOfValidity(r.first_exp, r.first_run, r.final_exp, r.final_run),
-                tag=row.name, iov_id=r.id, source=self.description,
-            )
-            entries.append(((r.first_exp, r.first_run), (r.upper_exp, r.upper_run), (r.revision, r.id), answer))
-        index = _ResolveIndex(entries)
+        # plain tuples: (iov id, first exp, first run, final exp, final run, upper exp,
+        # upper run, payload id, revision); attribute access on 1,000 rows costs more.
+        rows = [tuple(r) for r in records]
+        ids = sorted({r[7] for r in rows})
+        payloads = {}
+        for chunk in _chunks(ids, 500):
+            for p in conn.execute(_PAYLOADS_BY_ID_QUERY, {"ids": chunk}):
+                payloads[p.payload_id] = _payload_info(p)
+        description = self.description
+
+        def make_answer(r) -> ResolvedPayload:
+            return ResolvedPayload(payload=payloads[r[7]], iov=IntervalOfValidity(r[1], r[2], r[3], r[4]),
+                                   tag=row.name, iov_id=r[0], source=description)
+
+        entries = [((r[1], r[2]), (r[5], r[6]), (r[8], r[0]), r) for r in rows]
+        index = _ResolveIndex(entries, make_answer)
         if serial == row.serial:
             if len(self._index_cache) > 4096:
                 self._index_cache.clear()
@@ -752,6 +774,92 @@ class SqlStore(Store):
 
         return self._write(work, tags=[tag])
 
+    def add_iovs(self, tag: str, items: Sequence[tuple[str, int, IntervalOfValidity]], *,
+                 user: str | None = None) -> list[IoVRecord]:
+        """Add many IoVs ``(payload name, revision, iov)`` to ``tag`` in one transaction:
+        all or none. The same rules as :meth:`add_iov` apply, in the given order (in a
+        RUNNING tag each IoV must start after the previous ones of its name). IoVs already
+        in the tag are returned as they are, not added twice."""
+        items = list(items)
+        for name, revision, iov in items:
+            validate_payload_name(name)
+            if not isinstance(iov, IntervalOfValidity):
+                raise InvalidIoVError(f"expected an IntervalOfValidity, got {iov!r}")
+            if isinstance(revision, bool) or not isinstance(revision, int):
+                raise InvalidValueError(f"a payload revision is an integer, got {revision!r}")
+        who = user or current_user()
+
+        def work(session: Session) -> list[IoVRecord]:
+            tag_row = self._lock_tag(session, tag)
+            state = GlobalTagState(tag_row.state)
+            if state not in (GlobalTagState.OPEN, GlobalTagState.RUNNING):
+                raise FrozenTagError(
+                    f"global tag {tag!r} is {state.value}: its IoVs cannot change (only OPEN tags, and "
+                    "appends to RUNNING tags, are allowed); clone it to make changes"
+                )
+            names = sorted({name for name, _, _ in items})
+            payloads: dict[tuple[str, int], PayloadInfo] = {}
+            for chunk in _chunks(names, 500):
+                for row in session.scalars(select(PayloadRow).where(PayloadRow.name.in_(chunk))):
+                    payloads[(row.name, row.revision)] = _payload_info_from_row(row)
+            existing: dict[tuple[int, tuple[int, int, int, int]], int] = {}
+            last: dict[str, tuple[int, int]] = {}
+            for chunk in _chunks(names, 500):
+                for r in session.execute(
+                    select(IoVRow.id, IoVRow.payload_id, IoVRow.payload_name, IoVRow.first_exp, IoVRow.first_run,
+                           IoVRow.final_exp, IoVRow.final_run, IoVRow.upper_exp, IoVRow.upper_run)
+                    .where(IoVRow.tag_id == tag_row.id, IoVRow.payload_name.in_(chunk))
+                ):
+                    existing[(r.payload_id, (r.first_exp, r.first_run, r.final_exp, r.final_run))] = r.id
+                    last[r.payload_name] = max(last.get(r.payload_name, (-1, -1)), (r.upper_exp, r.upper_run))
+            now = utcnow()
+            records: list[IoVRecord | None] = []
+            new_rows: list[dict[str, Any]] = []
+            for name, revision, iov in items:
+                payload = payloads.get((name, revision))
+                if payload is None:
+                    raise UnknownPayloadError(f"no payload {name!r} revision {revision} in {self.description}")
+                key = (payload.payload_id, iov.as_tuple())
+                if key in existing:
+                    records.append(IoVRecord(existing[key], tag, payload, iov))
+                    continue
+                if state is GlobalTagState.RUNNING and name in last and iov.lower <= last[name]:
+                    raise FrozenTagError(
+                        f"global tag {tag!r} is RUNNING: new IoVs of {name!r} must start after the last run "
+                        f"it already covers; {iov} would rewrite the past"
+                    )
+                last[name] = max(last.get(name, (-1, -1)), iov.upper)
+                existing[key] = -1  # a duplicate within the batch is added once
+                new_rows.append(dict(tag_id=tag_row.id, payload_id=payload.payload_id, payload_name=name,
+                                     first_exp=iov.first_exp, first_run=iov.first_run, final_exp=iov.final_exp,
+                                     final_run=iov.final_run, upper_exp=iov.upper[0], upper_run=iov.upper[1],
+                                     created=now, created_by=who))
+                records.append(None)
+            if new_rows:
+                table = IoVRow.__table__
+                ids = session.execute(
+                    insert(table).returning(table.c.id, sort_by_parameter_order=True), new_rows
+                ).scalars().all()
+                new_ids = iter(ids)
+                for index, (name, revision, iov) in enumerate(items):
+                    if records[index] is None:
+                        iov_id = next(new_ids, None)
+                        records[index] = IoVRecord(iov_id, tag, payloads[(name, revision)], iov)
+                tag_row.change_serial += 1
+                tag_row.modified, tag_row.modified_by = now, who
+                self._audit(session, who, "iov.add", tag, {"count": len(new_rows), "names": names})
+            # a duplicate inside the batch points at the id of its first occurrence
+            by_key = {(r.payload.payload_id, r.iov.as_tuple()): r.iov_id for r in records if r.iov_id not in (None, -1)}
+            result = []
+            for r in records:
+                if r.iov_id in (None, -1):
+                    r = IoVRecord(by_key[(r.payload.payload_id, r.iov.as_tuple())], r.tag, r.payload, r.iov)
+                result.append(r)
+            session.flush()
+            return result
+
+        return self._write(work, tags=[tag])
+
     def _insert_iov(self, session: Session, tag: str, payload: PayloadInfo, iov: IntervalOfValidity,
                     who: str, tag_row: GlobalTagRow | None = None) -> IoVRecord:
         if tag_row is None:
@@ -992,6 +1100,11 @@ class _LazyConnection:
                 self._conn.close()
 
 
+def _chunks(values: list, size: int):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
 def _payload_columns(p):
     return (p.id.label("payload_id"), p.name, p.revision, p.checksum, p.sha256, p.size, p.url,
             p.metadata_json, p.created, p.creator)
@@ -1003,15 +1116,20 @@ def _build_resolve_queries():
     i, p, t = IoVRow.__table__.c, PayloadRow.__table__.c, GlobalTagRow.__table__.c
     tag_row = select(t.id, t.state, t.change_serial).where(t.name == bindparam("tag"))
     serial = select(t.change_serial).where(t.id == bindparam("tag_id"))
-    iov_columns = (i.id, i.first_exp, i.first_run, i.final_exp, i.final_run, i.upper_exp, i.upper_run,
-                   *_payload_columns(p))
-    joined = select(*iov_columns).join(PayloadRow.__table__, p.id == i.payload_id)
-    tag_iovs = joined.where(i.tag_id == bindparam("tag_id"), i.payload_name == bindparam("name"))
+    iov_columns = (i.id, i.first_exp, i.first_run, i.final_exp, i.final_run, i.upper_exp, i.upper_run)
+    joined = select(*iov_columns, *_payload_columns(p)).join(PayloadRow.__table__, p.id == i.payload_id)
+    where_tag_name = (i.tag_id == bindparam("tag_id"), i.payload_name == bindparam("name"))
+    # For the index: the IoVs with just the payload id and revision; the few distinct
+    # payloads are read separately, not once per IoV.
+    tag_iovs = (select(*iov_columns, i.payload_id, p.revision)
+                .join(PayloadRow.__table__, p.id == i.payload_id).where(*where_tag_name))
+    payloads = select(*_payload_columns(p)).where(p.id.in_(bindparam("ids", expanding=True)))
     exp, run = bindparam("exp", type_=BigInteger), bindparam("run", type_=BigInteger)
     # "lower <= (exp, run) <= upper", written so the leading column of each condition
     # is a plain range an index can use.
     point = (
-        tag_iovs.where(
+        joined.where(
+            *where_tag_name,
             i.first_exp <= exp,
             or_(i.first_exp < exp, i.first_run <= run),
             i.upper_exp >= exp,
@@ -1020,7 +1138,7 @@ def _build_resolve_queries():
         .order_by(p.revision.desc(), i.id.desc())
         .limit(1)
     )
-    return tag_row, serial, tag_iovs, point
+    return tag_row, serial, tag_iovs, payloads, point
 
 
 def _payload_info(r) -> PayloadInfo:
@@ -1035,7 +1153,7 @@ def _payload_info_from_row(row: PayloadRow) -> PayloadInfo:
                        metadata=json.loads(row.metadata_json), payload_id=row.id, url=row.url)
 
 
-_TAG_ROW_QUERY, _TAG_SERIAL_QUERY, _TAG_IOVS_QUERY, _POINT_QUERY = _build_resolve_queries()
+_TAG_ROW_QUERY, _TAG_SERIAL_QUERY, _TAG_IOVS_QUERY, _PAYLOADS_BY_ID_QUERY, _POINT_QUERY = _build_resolve_queries()
 
 
 def _tag_info(row: GlobalTagRow) -> GlobalTagInfo:

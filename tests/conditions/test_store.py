@@ -541,3 +541,28 @@ def test_all_errors_are_conditions_errors():
         obj = getattr(exceptions, name)
         if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == exceptions.__name__:
             assert issubclass(obj, ConditionsError) and obj.code
+
+
+def test_add_iovs_batch_is_all_or_nothing(store):
+    store.create_tag("gt")
+    for data in (b"1", b"2"):
+        store.add_payload("X", data)
+    records = store.add_iovs("gt", [("X", 1, IoV(0, 0, 0, -1)), ("X", 2, IoV(1, 0, 1, -1)),
+                                    ("X", 1, IoV(0, 0, 0, -1))])
+    assert [r.payload.revision for r in records] == [1, 2, 1]
+    assert records[0].iov_id == records[2].iov_id and records[0].iov_id != records[1].iov_id
+    assert len(store.iovs("gt")) == 2
+    assert [r.iov_id for r in store.add_iovs("gt", [("X", 2, IoV(1, 0, 1, -1))])] == [records[1].iov_id]
+    serial_entries = len(store.audit())
+    with pytest.raises(UnknownPayloadError):
+        store.add_iovs("gt", [("X", 1, IoV(5, 0, 5, -1)), ("X", 9, IoV(6, 0, 6, -1))])
+    assert len(store.iovs("gt")) == 2 and len(store.audit()) == serial_entries
+    store.set_tag_state("gt", "RUNNING")
+    with pytest.raises(FrozenTagError):
+        store.add_iovs("gt", [("X", 1, IoV(2, 0, 2, -1)), ("X", 2, IoV(2, 5, 2, 10))])
+    assert len(store.iovs("gt")) == 2
+    store.add_iovs("gt", [("X", 1, IoV(2, 0, 2, 4)), ("X", 2, IoV(2, 5, 2, 10))])
+    assert store.resolve("gt", "X", 2, 7).payload.revision == 2
+    store.set_tag_state("gt", "INVALID")
+    with pytest.raises(FrozenTagError):
+        store.add_iovs("gt", [("X", 1, IoV(9, 0, 9, -1))])

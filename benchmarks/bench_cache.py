@@ -6,7 +6,8 @@ Measures ``PayloadCache.get`` for a payload of a few MB that is already on disk:
   job that asks for the same payload at every run boundary): a stat() and a dict lookup;
 * ``cache, memo cold``: the first open in a fresh process: size + MD5 + SHA-256 of the file;
 * ``store blob, memo warm``: an SqlStore's own blob, verified and used in place;
-* ``snapshot file, memo warm``: a basf2 snapshot's payload file (MD5 only).
+* ``snapshot file, memo warm``: a basf2 snapshot's payload file (MD5 only);
+* ``snapshot resolve``: SnapshotSource.resolve in a tag of 1,000 IoVs (precomputed index).
 
 Usage: python benchmarks/bench_cache.py [--size-mb 4] [--repeat 2000]
 """
@@ -113,11 +114,19 @@ def main() -> None:
         report("resolve + get (store), warm",
                timed(lambda: cache.get(store.resolve("bench", stored.name, 0, 1).payload, store), args.repeat))
 
-        export_snapshot(store, "bench", work / "snap")
+        # a second tag with 1,000 IoVs for the snapshot's resolve timing
+        store.create_tag("runs")
+        for i in range(1000):
+            store.add_iov("runs", stored.name, stored.revision, IntervalOfValidity(1, 10 * i, 1, 10 * i + 9))
+        store.set_tag_state("runs", "RUNNING")
+        export_snapshot(store, ["bench", "runs"], work / "snap")
         with SnapshotSource(work / "snap") as snap:
             in_snap = snap.resolve("bench", stored.name, 0, 1).payload
             cache.get(in_snap, snap)
             report("snapshot file, memo warm", timed(lambda: cache.get(in_snap, snap), args.repeat))
+            counter = iter(range(10**9))
+            report("snapshot resolve, 1000 IoVs, warm",
+                   timed(lambda: snap.resolve("runs", stored.name, 1, (next(counter) * 7) % 10000), args.repeat))
             report("snapshot file, memo cold (MD5)", timed(lambda: cache.get(in_snap, snap), args.cold_repeat,
                                                            before=forget_verified))
         store.close()

@@ -31,7 +31,9 @@ A snapshot has no SHA-256 and no sizes: its payloads are verified by MD5 only.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
+import heapq
 import os
 import shutil
 import sqlite3
@@ -164,6 +166,52 @@ def hashed_path(payload: PayloadInfo) -> str:
 
 # -- reading ---------------------------------------------------------------------------
 
+def _just_after(iov: IntervalOfValidity) -> tuple[int, int] | None:
+    """The first (exp, run) after the IoV (None when it is open-ended)."""
+    if iov.final_exp == -1:
+        return None
+    if iov.final_run == -1:
+        return (iov.final_exp + 1, 0)
+    return (iov.final_exp, iov.final_run + 1)
+
+
+class _PointIndex:
+    """The answer for one (tag, payload name) at every (exp, run), precomputed.
+
+    The IoV boundaries cut the (exp, run) line into segments; within a segment the same
+    IoVs apply, and the one with the highest revision (then highest payload id) wins. A
+    lookup is a bisection over the segment starts.
+    """
+
+    def __init__(self, records: list[IoVRecord]):
+        events: dict[tuple[int, int], list[tuple[bool, int]]] = {}
+        for i, record in enumerate(records):
+            events.setdefault(record.iov.lower, []).append((True, i))
+            after = _just_after(record.iov)
+            if after is not None:
+                events.setdefault(after, []).append((False, i))
+        heap: list[tuple[int, int, int]] = []
+        alive: set[int] = set()
+        self.starts: list[tuple[int, int]] = []
+        self.winners: list[IoVRecord | None] = []
+        for point in sorted(events):
+            for starts, i in events[point]:
+                if starts:
+                    payload = records[i].payload
+                    heapq.heappush(heap, (-payload.revision, -(payload.payload_id or 0), i))
+                    alive.add(i)
+                else:
+                    alive.discard(i)
+            while heap and heap[0][2] not in alive:
+                heapq.heappop(heap)
+            self.starts.append(point)
+            self.winners.append(records[heap[0][2]] if heap else None)
+
+    def lookup(self, exp: int, run: int) -> IoVRecord | None:
+        i = bisect.bisect_right(self.starts, (exp, run)) - 1
+        return self.winners[i] if i >= 0 else None
+
+
 class SnapshotSource(Store):
     """A basf2 metadata file (and the payload files beside it), read-only.
 
@@ -188,6 +236,12 @@ class SnapshotSource(Store):
         self.description = f"snapshot:{self.path}"
         self._connections: dict[tuple[int, int], sqlite3.Connection] = {}
         self._lock = threading.Lock()
+        # Read once per file version: tag statuses and, per (tag, payload name), the
+        # winning IoV at every point (see _PointIndex). _refresh_if_changed drops them.
+        self._stamp: tuple | None = None
+        self._statuses: dict[str, str] | None = None
+        self._indexes: dict[tuple[str, str], _PointIndex] = {}
+        self._refresh_if_changed()
         version = self._db().execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA_VERSION:
             raise NotAStoreError(
@@ -220,11 +274,41 @@ class SnapshotSource(Store):
 
     # -- tags --------------------------------------------------------------------------
     def _status(self, tag: str) -> str:
-        row = self._db().execute("SELECT globalTagStatus FROM globaltags WHERE globalTagName = ?",
-                                 (tag,)).fetchone()
-        if row is None:
-            raise UnknownTagError(f"global tag {tag!r} is not in {self.description}")
-        return row[0]
+        self._refresh_if_changed()
+        statuses = self._statuses
+        if statuses is None:
+            statuses = dict(self._db().execute("SELECT globalTagName, globalTagStatus FROM globaltags"))
+            self._statuses = statuses
+        try:
+            return statuses[tag]
+        except KeyError:
+            raise UnknownTagError(f"global tag {tag!r} is not in {self.description}") from None
+
+    def _index(self, tag: str, name: str) -> "_PointIndex":
+        index = self._indexes.get((tag, name))
+        if index is None:
+            rows = self._db().execute(_SELECT_IOVS + " AND n.payloadName = :name",
+                                      {"tag": tag, "name": name}).fetchall()
+            index = _PointIndex([self._record(tag, row) for row in rows])
+            with self._lock:
+                self._indexes[(tag, name)] = index
+        return index
+
+    def _refresh_if_changed(self) -> None:
+        """A snapshot replaced on disk (a new export renames a new file into place) is
+        reopened, and everything read from the old one forgotten."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return  # keep serving from the open connection
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp != self._stamp:
+            with self._lock:
+                for key in [k for k in self._connections if k[0] == os.getpid()]:
+                    self._connections.pop(key).close()
+                self._statuses = None
+                self._indexes = {}
+                self._stamp = stamp
 
     def tag_state(self, tag: str) -> GlobalTagState:
         status = self._status(tag)
@@ -278,15 +362,9 @@ class SnapshotSource(Store):
         # the list is an error even when a tag before it would match.
         for tag in tag_names:
             check_usable(tag, self.tag_state(tag), allow_open=allow_open)
-        db = self._db()
         for tag in tag_names:
-            row = db.execute(
-                _SELECT_IOVS + " AND n.payloadName = :name" + _CONTAINS
-                + " ORDER BY p.revision DESC, p.payloadId DESC LIMIT 1",
-                {"tag": tag, "name": name, "exp": exp, "run": run},
-            ).fetchone()
-            if row is not None:
-                record = self._record(tag, row)
+            record = self._index(tag, name).lookup(exp, run)
+            if record is not None:
                 return ResolvedPayload(payload=record.payload, iov=record.iov, tag=tag,
                                        iov_id=record.iov_id, source=self.description)
         raise NoPayloadFoundError(

@@ -210,3 +210,70 @@ def test_exporting_a_hostile_snapshot_writes_nothing_outside(tmp_path):
     after = sorted(p for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "out"))
     assert after == before
     assert not any((tmp_path / "out").rglob("*.root"))
+
+
+def test_resolution_index_matches_brute_force_on_random_overlaps(tmp_path):
+    """Random overlapping IoVs of many revisions (as a central database can hold them):
+    the snapshot's precomputed index must agree with the plain rule at every point."""
+    import random
+
+    from conditions.iov import IntervalOfValidity
+
+    rng = random.Random(20261122)
+    directory = tmp_path / "random"
+    directory.mkdir()
+    db = sqlite3.connect(directory / "metadata.sqlite")
+    db.executescript(BASF2_STYLE_SCHEMA)
+    db.execute(f"PRAGMA application_id = {0xB2CDB}")
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO baseUrls VALUES (1, '')")
+    db.execute("INSERT INTO payloadNames VALUES (1, 'Calib')")
+    db.execute("INSERT INTO globaltags VALUES (1, 'gt', 'PUBLISHED')")
+    iovs = []
+    for revision in range(1, 41):
+        db.execute("INSERT INTO payloads VALUES (?, 1, ?, ?, NULL, 1)",
+                   (100 + revision, revision, hashlib.md5(str(revision).encode()).hexdigest()))
+        for _ in range(rng.randint(1, 3)):
+            fe, fr = rng.randint(0, 6), rng.randint(0, 50)
+            kind = rng.random()
+            if kind < 0.15:
+                le, lr = -1, -1
+            elif kind < 0.4:
+                le, lr = rng.randint(fe, 7), -1
+            else:
+                le = rng.randint(fe, 7)
+                lr = rng.randint(fr if le == fe else 0, 60)
+            iov = IntervalOfValidity(fe, fr, le, lr)
+            if (100 + revision, iov) not in iovs:
+                iovs.append((100 + revision, iov))
+                db.execute("INSERT INTO iovs VALUES (1, ?, ?, ?, ?, ?)", (100 + revision, *iov.as_tuple()))
+    db.commit()
+    db.close()
+
+    with SnapshotSource(directory) as snap:
+        for exp in range(0, 9):
+            for run in list(range(0, 62)) + [10**6]:
+                covering = [(pid - 100, pid) for pid, iov in iovs if iov.contains(exp, run)]
+                if not covering:
+                    with pytest.raises(NoPayloadFoundError):
+                        snap.resolve("gt", "Calib", exp, run)
+                    continue
+                got = snap.resolve("gt", "Calib", exp, run)
+                assert got.payload.revision == max(covering)[0], (exp, run)
+                assert got.iov.contains(exp, run)
+
+
+def test_a_snapshot_replaced_on_disk_is_reread(tmp_path):
+    dbfile = write_basf2_snapshot(tmp_path / "snap")
+    with SnapshotSource(dbfile) as snap:
+        assert snap.resolve("online", "ECLCrystalEnergy", 26, 5).payload.revision == 12
+        # a new export renames a new file into place: here, 'online' became INVALID
+        replacement = write_basf2_snapshot(tmp_path / "next")
+        db = sqlite3.connect(replacement)
+        db.execute("UPDATE globaltags SET globalTagStatus = 'INVALID' WHERE globalTagName = 'online'")
+        db.commit()
+        db.close()
+        import os
+        os.replace(replacement, dbfile)
+        with pytest.raises(UnusableTagError):
+            snap.resolve("online", "ECLCrystalEnergy", 26, 5)

@@ -241,6 +241,7 @@ class SnapshotSource(Store):
         self._stamp: tuple | None = None
         self._statuses: dict[str, str] | None = None
         self._indexes: dict[tuple[str, str], _PointIndex] = {}
+        self._paths: dict[tuple[str, int, str], Path] = {}  # payload -> its verified file
         self._refresh_if_changed()
         version = self._db().execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA_VERSION:
@@ -425,9 +426,14 @@ class SnapshotSource(Store):
     def local_path(self, payload: PayloadInfo) -> Path | None:
         """The payload file in the hashed (then flat) layout, preferring one whose MD5
         matches, as basf2's PayloadProvider does."""
+        key = (payload.name, payload.revision, payload.checksum.lower())
+        known = self._paths.get(key)
+        if known is not None and check_file(known, payload) is None:
+            return known  # the common case: one stat, hashes remembered
         existing = [p for p in self._candidates(payload) if p.is_file()]
         for path in existing:
             if check_file(path, payload) is None:
+                self._paths[key] = path
                 return path
         return existing[0] if existing else None
 

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -104,6 +105,8 @@ class BlobStorage:
                 staged.temp_path.unlink(missing_ok=True)
                 return False
         target.parent.mkdir(parents=True, exist_ok=True)
+        # Payloads are immutable: make accidental in-place edits fail.
+        os.chmod(staged.temp_path, 0o444)
         os.replace(staged.temp_path, target)
         _fsync_dir(target.parent)
         return True
@@ -114,6 +117,24 @@ class BlobStorage:
     def remove(self, sha256: str) -> None:
         """Delete a blob (used only to clean up after a failed database write)."""
         self.path_for(sha256).unlink(missing_ok=True)
+
+    def remove_stale_temp_files(self, max_age: float = 24 * 3600) -> int:
+        """Delete upload temp files older than ``max_age`` seconds, left by writers that
+        died mid-copy. Younger ones may belong to a live upload and are kept."""
+        removed = 0
+        try:
+            entries = list(self._tmp.iterdir())
+        except OSError:
+            return 0
+        cutoff = time.time() - max_age
+        for entry in entries:
+            try:
+                if entry.name.endswith(".tmp") and entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
 
     # -- reading --------------------------------------------------------------------------
     def verify(self, sha256: str, md5: str | None = None, size: int | None = None) -> Path:

@@ -298,6 +298,7 @@ class SqlStore(Store):
         directory = Path(payload_dir) if payload_dir is not None else default_payload_dir(parsed)
         try:
             blobs = BlobStorage(directory, create=True)
+            blobs.remove_stale_temp_files()
         except OSError as error:
             engine.dispose()
             raise NotAStoreError(f"cannot use payload directory {directory} for {description}: {error}") from None

@@ -73,6 +73,10 @@ def test_errors_say_what_went_wrong_and_what_to_do(tmp_path):
     assert "cannot go from TESTING to PUBLISHED" in r.stderr
     r = cli("resolve", "gt", "P", "1", "1", db=db, check=1)
     assert "no IoV of payload 'P'" in r.stderr
+
+
+def test_not_a_store_and_usage_errors(tmp_path):
+    db = str(tmp_path / "conditions.db")
     junk = tmp_path / "junk.db"
     junk.write_bytes(os.urandom(1000))
     r = cli("tag", "list", db=str(junk), check=1)
@@ -101,6 +105,8 @@ def test_damaged_payload_file_is_refused(tmp_path):
     cli("tag", "create", "gt", db=db)
     cli("upload", "gt", str(payload), "--name", "P", "--iov", "0,0,-1,-1", db=db)
     path = Path(cli("resolve", "--allow-open", "gt", "P", "0", "0", db=db).stdout.strip())
+    assert not os.access(path, os.W_OK) or os.geteuid() == 0  # blobs are read-only
+    path.chmod(0o644)
     path.write_bytes(b"tampered")
     r = cli("resolve", "--allow-open", "gt", "P", "0", "0", db=db, check=1)
     assert "does not match" in r.stderr

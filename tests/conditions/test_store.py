@@ -566,3 +566,38 @@ def test_add_iovs_batch_is_all_or_nothing(store):
     store.set_tag_state("gt", "INVALID")
     with pytest.raises(FrozenTagError):
         store.add_iovs("gt", [("X", 1, IoV(9, 0, 9, -1))])
+
+
+def test_blobs_are_read_only_and_stale_temp_files_are_cleaned(store_url):
+    import stat
+    import time
+
+    store = store_url.open()
+    try:
+        p = store.add_payload("P", b"immutable")
+        mode = store.local_path(p).stat().st_mode
+        assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+        tmp = store.payload_dir / "tmp"
+        old, young = tmp / "upload-old.tmp", tmp / "upload-young.tmp"
+        old.write_bytes(b"left by a killed writer")
+        young.write_bytes(b"a live upload")
+        past = time.time() - 2 * 24 * 3600
+        os.utime(old, (past, past))
+    finally:
+        store.close()
+    store_url.open().close()
+    assert not old.exists() and young.exists()
+
+
+def test_damaged_blob_is_detected_and_replaced_by_reupload(sqlite_store):
+    from conditions import ChecksumMismatchError
+
+    p = sqlite_store.add_payload("P", b"good bytes")
+    path = sqlite_store.local_path(p)
+    path.chmod(0o644)
+    path.write_bytes(b"bad bytes!")
+    with pytest.raises(ChecksumMismatchError):
+        sqlite_store.verified_path(p)
+    again = sqlite_store.add_payload("P", b"good bytes")
+    assert again.revision == 1
+    assert sqlite_store.verified_path(p).read_bytes() == b"good bytes"

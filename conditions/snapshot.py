@@ -305,10 +305,13 @@ class SnapshotSource(Store):
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp != self._stamp:
             with self._lock:
+                # Dropped, not closed: another thread may be mid-query on one of them;
+                # each is closed when its last user lets go of it.
                 for key in [k for k in self._connections if k[0] == os.getpid()]:
-                    self._connections.pop(key).close()
+                    del self._connections[key]
                 self._statuses = None
                 self._indexes = {}
+                self._paths = {}
                 self._stamp = stamp
 
     def tag_state(self, tag: str) -> GlobalTagState:

@@ -277,3 +277,28 @@ def test_a_snapshot_replaced_on_disk_is_reread(tmp_path):
         os.replace(replacement, dbfile)
         with pytest.raises(UnusableTagError):
             snap.resolve("online", "ECLCrystalEnergy", 26, 5)
+
+
+def test_threads_share_one_snapshot_source(tmp_path):
+    import threading
+
+    write_basf2_snapshot(tmp_path / "snap")
+    tag = "data_reprocessing_proc13"
+    expected = {exp: (4 if 10 <= exp <= 12 else 3) for exp in range(0, 20)}
+    errors = []
+    with SnapshotSource(tmp_path / "snap") as snap:
+        def work(offset):
+            try:
+                for i in range(300):
+                    exp = (i + offset) % 20
+                    assert snap.resolve(tag, "BeamParameters", exp, i).payload.revision == expected[exp]
+                    assert len(snap.iovs(tag, name="BeamParameters", exp=exp, run=i)) in (1, 2)
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]

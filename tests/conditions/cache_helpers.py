@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Sequence
 
 from conditions.exceptions import NoPayloadFoundError, UnknownPayloadError, UnknownTagError
-from conditions.iov import IntervalOfValidity
 from conditions.payload import IoVRecord, PayloadInfo, ResolvedPayload
 from conditions.source import MetadataSource
 from conditions.tags import GlobalTagState

@@ -27,6 +27,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ class _Cluster:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
             os.chmod(self.root, 0o700)
         self.port: int | None = None
+        self.watchdog: subprocess.Popen | None = None
 
     def _cmd(self, *args: str) -> list[str]:
         if self.run_as is None:
@@ -97,6 +99,30 @@ class _Cluster:
                 f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n{log}"
             )
 
+    def _start_watchdog(self) -> None:
+        """A tiny process that stops the cluster if this test process dies without
+        running its finalizers (SIGKILL, a timeout), so no server is ever left behind."""
+        stop = self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        code = (
+            "import os, shutil, subprocess, sys, time\n"
+            "parent, root, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3:]\n"
+            "while True:\n"
+            "    try:\n"
+            "        os.kill(parent, 0)\n"
+            "    except ProcessLookupError:\n"
+            "        break\n"
+            "    if not os.path.isdir(root):\n"
+            "        sys.exit(0)\n"
+            "    time.sleep(1)\n"
+            "subprocess.run(stop, capture_output=True)\n"
+            "shutil.rmtree(root, ignore_errors=True)\n"
+        )
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-c", code, str(os.getpid()), str(self.root), *stop],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
     def start(self) -> str:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "--no-sync", "--encoding=UTF8", "--no-locale")
@@ -111,6 +137,7 @@ class _Cluster:
             try:
                 self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options,
                           "-l", str(self.log), "-w", "-t", "60", "start")
+                self._start_watchdog()
                 return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
             except RuntimeError as error:
                 last_error = error
@@ -122,6 +149,9 @@ class _Cluster:
                 self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+            if self.watchdog is not None:
+                self.watchdog.kill()
+                self.watchdog.wait()
 
 
 def _unprivileged_user() -> str:

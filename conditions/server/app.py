@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from ..store.base import Store
 from .deps import Settings
 from .errors import install_error_handlers
-from .resolve_cache import ResolveCache
+from .resolve_cache import ResolveCache, ResolveFastPath
 from .routers import ALL as ALL_ROUTERS
 
 #: Environment variables through which ``conditionsdb serve`` configures worker processes.
@@ -55,6 +55,7 @@ def create_app(
     app.state.settings = Settings(max_upload_bytes=max_upload_bytes, metadata_max_age=metadata_max_age,
                                   public_url=public_url, upload_dir=upload_dir, state_ttl=state_ttl)
     app.state.resolve_cache = ResolveCache(store, state_ttl=state_ttl)
+    app.add_middleware(ResolveFastPath, cache=app.state.resolve_cache, max_age=metadata_max_age)
     install_error_handlers(app)
     for router in ALL_ROUTERS:
         app.include_router(router)

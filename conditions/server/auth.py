@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import fnmatch
 
-from ..exceptions import AuthenticationError, InvalidNameError, PermissionDeniedError
-from ..store.base import Store, TokenInfo
+from ..exceptions import InvalidNameError, PermissionDeniedError
+from ..store.base import TokenInfo
 
 ADMIN = "admin"
 IOV_PREFIX = "iov:"
@@ -26,27 +26,6 @@ def validate_scope(scope: str) -> str:
     if scope.startswith(IOV_PREFIX) and len(scope) > len(IOV_PREFIX) and scope.isprintable():
         return scope
     raise InvalidNameError(f"invalid token scope {scope!r}: use 'admin' or 'iov:<tag glob>'")
-
-
-def parse_bearer(header: str | None) -> str | None:
-    """The secret from an ``Authorization: Bearer ...`` header, or None."""
-    if not header:
-        return None
-    scheme, _, secret = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        return None
-    return secret.strip()
-
-
-def authenticate(store: Store, header: str | None) -> TokenInfo:
-    """The live token behind ``header``; AuthenticationError (401) when missing or unknown."""
-    secret = parse_bearer(header)
-    if secret is None:
-        raise AuthenticationError("this operation needs a token: send 'Authorization: Bearer <secret>'")
-    token = store.authenticate(secret)
-    if token is None or token.revoked:
-        raise AuthenticationError("unknown or revoked token")
-    return token
 
 
 def is_admin(token: TokenInfo) -> bool:

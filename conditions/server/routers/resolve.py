@@ -1,8 +1,8 @@
 """Resolve: which payload revision is valid for (tags, name, exp, run).
 
-The hot path of every job, so it is an ``async`` handler that answers PUBLISHED tags
-from the in-process cache without touching the threadpool or the database, and runs
-the store lookup on the threadpool otherwise.
+The hot path of every job. Answers that cannot change (see resolve_cache) are served
+by the ResolveFastPath middleware before FastAPI even parses the request; this
+``async`` handler runs the store lookup on the threadpool otherwise.
 """
 
 from __future__ import annotations
@@ -50,5 +50,5 @@ def _resolve_blocking(request: Request, key) -> bytes:
     store = get_store(request)
     resolved = store.resolve(list(tags), name, exp, run, allow_open=allow_open)
     body = dumps(wire.resolved_to_json(resolved))
-    request.app.state.resolve_cache.remember(key, tags, body)
+    request.app.state.resolve_cache.remember(key, tags, resolved.tag, body)
     return body

@@ -70,21 +70,53 @@ def start_server(db_url: str, payload_dir: Path | None, log: Path, *, workers: i
     raise RuntimeError(last_error)
 
 
-@pytest.fixture
-def live_server(store_url, tmp_path):
-    """A running server on a fresh store (SQLite and PostgreSQL), plus an admin token.
+@dataclass(frozen=True)
+class ServedStore:
+    url: str
+    payload_dir: Path
+    backend: str
+
+    def open(self):
+        from conditions.store import open_store
+
+        return open_store(self.url, self.payload_dir)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def live_server(request, tmp_path_factory):
+    """A running server on a fresh store, once on SQLite and once on PostgreSQL, shared by
+    the tests of one module (they use distinct tag and payload names), plus an admin token.
 
     Yields ``(server, store_location, admin_secret)``; the token is created directly in
     the database, as ``conditionsdb token create`` does.
     """
-    store = store_url.open()
+    workdir = tmp_path_factory.mktemp(f"live-{request.param}")
+    database = None
+    if request.param == "sqlite":
+        location = ServedStore(f"sqlite:///{workdir / 'conditions.db'}", workdir / "payloads", "sqlite")
+    else:
+        import uuid
+
+        import psycopg
+
+        admin_url = request.getfixturevalue("postgres_url")
+        database = "live_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{database}"')
+        location = ServedStore(f"{admin_url.rsplit('/', 1)[0]}/{database}", workdir / "payloads", "postgresql")
+    store = location.open()
     try:
         _, secret = store.create_token("admin-test", ["admin"])
     finally:
         store.close()
-    server = start_server(store_url.url, store_url.payload_dir, tmp_path / "server.log",
+    server = start_server(location.url, location.payload_dir, workdir / "server.log",
                           extra=("--max-upload-bytes", "65536"))
     try:
-        yield server, store_url, secret
+        yield server, location, secret
     finally:
         server.stop()
+        if database is not None:
+            import psycopg
+
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

@@ -107,3 +107,32 @@ def test_published_answers_are_cached_until_the_tag_is_invalidated(api):
     store.set_tag_state("pub", "INVALID")
     time.sleep(0.25)
     error_of(api.get("/api/v1/resolve", params=params), 409, "unusable_tag")
+
+
+def test_only_answers_that_cannot_change_are_cached(api):
+    store = api.store
+    for tag in ("running", "testing", "pub"):
+        store.create_tag(tag)
+    payload = store.add_payload("P", b"one")
+    store.add_iov("running", "P", payload.revision, IoV(1, 0, 1, 10))
+    store.add_iov("pub", "P", payload.revision, IoV(0, 0, -1, -1))
+    store.set_tag_state("running", "RUNNING")
+    store.set_tag_state("testing", "TESTING")
+    for state in ("TESTING", "VALIDATED", "PUBLISHED"):
+        store.set_tag_state("pub", state)
+    cache = api.app.state.resolve_cache
+
+    def ask(tags, exp, run):
+        answer = api.get("/api/v1/resolve", params={"tag": tags, "name": "P", "exp": exp, "run": run})
+        assert answer.status_code == 200, answer.text
+        return cache.lookup((tuple(tags), "P", exp, run, False), tags) is not None
+
+    assert ask(["running"], 1, 5)            # RUNNING decides: the past cannot be rewritten
+    assert ask(["pub", "running"], 1, 5)     # PUBLISHED decides
+    # A RUNNING tag without a match before the decider may still gain one: not cached.
+    assert not ask(["running", "pub"], 2, 0)
+    store.add_iov("running", "P", payload.revision, IoV(2, 0, 2, -1))
+    time.sleep(0.25)
+    answer = api.get("/api/v1/resolve", params={"tag": ["running", "pub"], "name": "P", "exp": 2, "run": 0})
+    assert answer.json()["tag"] == "running"
+    assert not ask(["testing", "pub"], 0, 0)  # TESTING before the decider: may go back to OPEN

@@ -29,7 +29,7 @@ class SpectralNorm:
         self.register_buffer("sv0", torch.ones(1))
 
     def normalized_weight(self) -> torch.Tensor:
-        w = self.weight.view(self.weight.size(0), -1)
+        w = self.weight.reshape(self.weight.size(0), -1)  # reshape: works for channels_last too
         with torch.no_grad():
             v = F.normalize(torch.matmul(self.u0, w), eps=self.sn_eps)
             u = F.normalize(torch.matmul(v, w.t()), eps=self.sn_eps)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from pxdbg.models import MODELS, available_models, get_model
 from pxdbg.models.common import sample_latents
-from pxdbg.models.layers import SNLinear
+from pxdbg.models.layers import SNConv2d, SNLinear
 from pxdbg.sensors import N_SENSORS
 from pxdbg.transforms import model_to_adc
 
@@ -195,3 +195,13 @@ def test_invalid_model_arguments():
         get_model("ieagan").Model(ch=1)
     with pytest.raises(ValueError, match="latents must have shape"):
         get_model("convnet").generate(get_model("convnet").Model(width=1 / 32), latents=torch.zeros(39, 96))
+
+
+def test_spectral_norm_conv_works_in_channels_last():
+    torch.manual_seed(0)
+    conv = SNConv2d(4, 6, 3).eval()
+    x = torch.randn(2, 4, 8, 8)
+    expected = conv(x)
+    conv = conv.to(memory_format=torch.channels_last)
+    got = conv(x.to(memory_format=torch.channels_last))
+    assert torch.allclose(got, expected, atol=1e-5)

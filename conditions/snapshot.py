@@ -508,10 +508,19 @@ class ExportReport:
 ProgressCallback = Callable[[int, int, PayloadInfo], None]
 
 
+@dataclass
+class _TagExport:
+    name: str
+    status: str  # as written to globalTagStatus
+    records: list[IoVRecord]
+    tag_id: int | None
+    source: MetadataSource
+
+
 def export_snapshot(source: MetadataSource, tags: Sequence[str] | str, directory: str | Path, *,
                     payloads: bool = True, progress: ProgressCallback | None = None,
                     metadata_name: str = METADATA_FILE, base_url: str | None = None,
-                    cache: Any | None = None) -> ExportReport:
+                    cache: Any | None = None, append: bool = False) -> ExportReport:
     """Write ``tags`` of ``source`` as a basf2 snapshot into ``directory``.
 
     Payload files go first, each into a temp file beside its final name, verified by MD5
@@ -522,52 +531,78 @@ def export_snapshot(source: MetadataSource, tags: Sequence[str] | str, directory
     payload)`` is called after each payload. ``cache`` (a PayloadCache) is used to fetch
     payloads that the source has no local file for. Tag states are exported as they are;
     an INVALID tag stays INVALID (and unusable) in the snapshot.
+
+    ``payloadUrl``/``baseUrl`` keep the source's values (so basf2 can still download from
+    where the payload came from); ``base_url`` (default: the source's ``base_url``
+    attribute, else empty) is used where the source gives none. ``append=True`` keeps the
+    other tags of an existing snapshot in ``directory`` (like ``b2conditionsdb download
+    --append``); a tag exported again is replaced.
     """
     tag_names = [tags] if isinstance(tags, str) else list(tags)
     if not tag_names:
         raise UnknownTagError("no global tag given to export")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if os.sep in metadata_name or metadata_name.startswith("."):
+    if os.sep in metadata_name or metadata_name.startswith(".") or not metadata_name:
         raise NotAStoreError(f"metadata file name {metadata_name!r} must be a plain file name")
-
-    # Collect everything first: an unknown tag fails before anything is written.
-    tag_rows: list[tuple[str, GlobalTagState, list[IoVRecord]]] = []
-    for tag in dict.fromkeys(tag_names):
-        validate_tag_name(tag)
-        tag_rows.append((tag, source.tag_state(tag), source.iovs(tag)))
-
-    by_key: dict[tuple[str, int], PayloadInfo] = {}
-    for tag, _, records in tag_rows:
-        for record in records:
-            p = record.payload
-            validate_payload_name(p.name)
-            normalized_md5(p)
-            known = by_key.setdefault((p.name, p.revision), p)
-            if known.checksum.lower() != p.checksum.lower():
-                raise ConditionsError(
-                    f"payload {p.name} r{p.revision} appears with two checksums "
-                    f"({known.checksum}, {p.checksum}) in {source.description}"
-                )
-    report = ExportReport(directory / metadata_name, [t for t, _, _ in tag_rows],
-                          iovs=sum(len(r) for _, _, r in tag_rows), payloads=len(by_key))
-
-    if payloads:
-        total = len(by_key)
-        for done, payload in enumerate(by_key.values(), start=1):
-            target = directory / hashed_path(payload)
-            if check_file(target, payload) is None:
-                report.present += 1
-            else:
-                _write_payload(source, payload, target, cache)
-                report.copied += 1
-            report.files.append(target)
-            if progress is not None:
-                progress(done, total, payload)
-
+    metadata_path = directory / metadata_name
     if base_url is None:
         base_url = getattr(source, "base_url", None) or ""
-    _write_metadata(directory / metadata_name, tag_rows, by_key, base_url, source)
+
+    # Collect everything first: an unknown tag or a bad name fails before anything is written.
+    exports: list[_TagExport] = []
+    for tag in dict.fromkeys(tag_names):
+        validate_tag_name(tag)
+        state = source.tag_state(tag)
+        tag_id = None
+        if isinstance(source, Store):
+            try:
+                tag_id = source.get_tag(tag).tag_id
+            except ConditionsError:
+                tag_id = None
+        exports.append(_TagExport(tag, state.value, source.iovs(tag), tag_id, source))
+    previous = None
+    if append and is_snapshot_file(metadata_path):
+        previous = SnapshotSource(metadata_path)
+        for info in previous._db().execute(
+                "SELECT globalTagId, globalTagName, globalTagStatus FROM globaltags ORDER BY globalTagName"):
+            old_id, old_name, old_status = info
+            if old_name not in tag_names:
+                exports.append(_TagExport(old_name, old_status, previous.iovs(old_name), old_id, previous))
+
+    try:
+        by_key: dict[tuple[str, int], tuple[PayloadInfo, MetadataSource]] = {}
+        for export in exports:
+            for record in export.records:
+                p = record.payload
+                validate_payload_name(p.name)
+                normalized_md5(p)
+                known, _ = by_key.setdefault((p.name, p.revision), (p, export.source))
+                if known.checksum.lower() != p.checksum.lower():
+                    raise ConditionsError(
+                        f"payload {p.name} r{p.revision} appears with two checksums "
+                        f"({known.checksum}, {p.checksum}): refusing to mix them in one snapshot"
+                    )
+        report = ExportReport(metadata_path, [e.name for e in exports],
+                              iovs=sum(len(e.records) for e in exports), payloads=len(by_key))
+        directory.mkdir(parents=True, exist_ok=True)
+
+        if payloads:
+            total = len(by_key)
+            for done, (payload, owner) in enumerate(by_key.values(), start=1):
+                target = directory / hashed_path(payload)
+                if check_file(target, payload) is None:
+                    report.present += 1
+                else:
+                    _write_payload(owner, payload, target, cache)
+                    report.copied += 1
+                report.files.append(target)
+                if progress is not None:
+                    progress(done, total, payload)
+
+        _write_metadata(metadata_path, exports, {k: p for k, (p, _) in by_key.items()}, base_url)
+    finally:
+        if previous is not None:
+            previous.close()
     return report
 
 
@@ -591,32 +626,33 @@ def _write_payload(source: MetadataSource, payload: PayloadInfo, target: Path, c
         tmp.unlink(missing_ok=True)
 
 
-def _write_metadata(path: Path, tag_rows, by_key: dict[tuple[str, int], PayloadInfo], base_url: str,
-                    source: MetadataSource) -> None:
-    # Keep the source's ids where they are usable (basf2 keeps the central ids), else number.
-    payload_ids: dict[tuple[str, int], int] = {}
+def _unique_ids(wanted: list[int | None]) -> list[int]:
+    """Keep the wanted ids (basf2 keeps the central database's) where they are positive
+    and unique; number the rest after the largest."""
     used: set[int] = set()
-    for key, p in by_key.items():
-        if p.payload_id is not None and p.payload_id > 0 and p.payload_id not in used:
-            payload_ids[key] = p.payload_id
-            used.add(p.payload_id)
+    ids: list[int | None] = []
+    for value in wanted:
+        if value is not None and value > 0 and value not in used:
+            used.add(value)
+            ids.append(value)
+        else:
+            ids.append(None)
     next_id = max(used, default=0) + 1
-    for key in by_key:
-        if key not in payload_ids:
-            payload_ids[key] = next_id
-            next_id += 1
+    result = []
+    for value in ids:
+        if value is None:
+            value, next_id = next_id, next_id + 1
+        result.append(value)
+    return result
 
-    tag_ids: list[int] = []
-    for index, (tag, _, _) in enumerate(tag_rows, start=1):
-        tag_id = None
-        if isinstance(source, Store):
-            try:
-                tag_id = source.get_tag(tag).tag_id
-            except ConditionsError:
-                tag_id = None
-        tag_ids.append(tag_id if tag_id is not None and tag_id not in tag_ids else -index)
-    if any(t < 0 for t in tag_ids):  # at least one id missing or clashing: number them all
-        tag_ids = list(range(1, len(tag_rows) + 1))
+
+def _write_metadata(path: Path, exports: list[_TagExport], by_key: dict[tuple[str, int], PayloadInfo],
+                    base_url: str) -> None:
+    keys = list(by_key)
+    payload_ids = dict(zip(keys, _unique_ids([by_key[k].payload_id for k in keys])))
+    tag_ids = _unique_ids([e.tag_id for e in exports])
+    base_urls = sorted({by_key[k].metadata.get("baseUrl") or base_url for k in keys} | {base_url})
+    base_ids = {url: i for i, url in enumerate(base_urls, start=1)}
 
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-metadata-", suffix=".sqlite", dir=path.parent)
     os.close(fd)
@@ -627,21 +663,23 @@ def _write_metadata(path: Path, tag_rows, by_key: dict[tuple[str, int], PayloadI
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
-            conn.execute("INSERT INTO baseUrls (baseUrlId, baseUrl) VALUES (1, ?)", (base_url,))
-            names = sorted({name for name, _ in by_key})
+            conn.executemany("INSERT INTO baseUrls (baseUrlId, baseUrl) VALUES (?, ?)",
+                             [(i, url) for url, i in base_ids.items()])
+            names = sorted({name for name, _ in keys})
             name_ids = {name: i for i, name in enumerate(names, start=1)}
             conn.executemany("INSERT INTO payloadNames (payloadNameId, payloadName) VALUES (?, ?)",
                              [(i, n) for n, i in name_ids.items()])
             conn.executemany(
                 "INSERT INTO payloads (payloadId, payloadNameId, revision, checksum, payloadUrl, baseUrlId) "
-                "VALUES (?, ?, ?, ?, ?, 1)",
-                [(payload_ids[key], name_ids[p.name], p.revision, p.checksum.lower(), hashed_path(p))
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(payload_ids[key], name_ids[p.name], p.revision, p.checksum.lower(), p.url or hashed_path(p),
+                  base_ids[p.metadata.get("baseUrl") or base_url])
                  for key, p in by_key.items()])
-            for tag_id, (tag, state, records) in zip(tag_ids, tag_rows):
+            for tag_id, export in zip(tag_ids, exports):
                 conn.execute("INSERT INTO globaltags (globalTagId, globalTagName, globalTagStatus) VALUES (?, ?, ?)",
-                             (tag_id, tag, state.value))
+                             (tag_id, export.name, export.status))
                 rows = {(tag_id, payload_ids[(r.payload.name, r.payload.revision)], *r.iov.as_tuple())
-                        for r in records}
+                        for r in export.records}
                 conn.executemany("INSERT INTO iovs VALUES (?, ?, ?, ?, ?, ?)", sorted(rows))
             conn.commit()
         finally:

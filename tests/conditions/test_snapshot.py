@@ -242,3 +242,32 @@ def test_corrupt_snapshot_payload_is_refused(sqlite_store, tmp_path):
         with pytest.raises(ChecksumMismatchError):
             PayloadCache(tmp_path / "cache").get(got.payload, snap)
     assert report.payloads == 4
+
+
+def test_append_keeps_the_other_tags(sqlite_store, tmp_path):
+    _fill(sqlite_store)
+    out = tmp_path / "snap"
+    export_snapshot(sqlite_store, "main", out)
+    with SnapshotSource(out) as snap:
+        main_answer = _outcome(snap, "main", "BeamSpot", 2, 0)
+    export_snapshot(sqlite_store, "online", out, append=True)
+    with SnapshotSource(out) as snap:
+        assert {t.name for t in snap.list_tags()} == {"main", "online"}
+        assert _outcome(snap, "main", "BeamSpot", 2, 0) == main_answer
+        for exp, run in POINTS:
+            assert (_outcome(snap, ["online", "main"], "PXDBackgroundGenerator_resnet", exp, run)
+                    == _outcome(sqlite_store, ["online", "main"], "PXDBackgroundGenerator_resnet", exp, run))
+    export_snapshot(sqlite_store, "online", out)  # without append: only what was asked for
+    with SnapshotSource(out) as snap:
+        assert {t.name for t in snap.list_tags()} == {"online"}
+
+
+def test_payload_and_base_urls_are_kept(sqlite_store, tmp_path):
+    _fill(sqlite_store)
+    export_snapshot(sqlite_store, "main", tmp_path / "snap", base_url="https://conditions.example/files/")
+    db = sqlite3.connect(tmp_path / "snap" / METADATA_FILE)
+    rows = db.execute("SELECT payloadName, revision, payloadUrl, baseUrl FROM full_payloads").fetchall()
+    db.close()
+    for name, revision, url, base in rows:
+        assert url == sqlite_store.get_payload(name, revision).url
+        assert base == "https://conditions.example/files/"

@@ -302,3 +302,17 @@ def test_threads_share_one_snapshot_source(tmp_path):
         for t in threads:
             t.join()
     assert not errors, errors[:3]
+
+
+def test_reexport_keeps_basf2_urls(tmp_path):
+    from conditions.snapshot import export_snapshot
+
+    write_basf2_snapshot(tmp_path / "basf2")
+    with SnapshotSource(tmp_path / "basf2") as original:
+        export_snapshot(original, ["online", "data_reprocessing_proc13"], tmp_path / "ours")
+    db = sqlite3.connect(tmp_path / "ours" / "metadata.sqlite")
+    rows = dict(((n, r), (u, b)) for n, r, u, b in db.execute(
+        "SELECT payloadName, revision, payloadUrl, baseUrl FROM full_payloads"))
+    db.close()
+    assert rows[("BeamParameters", 3)] == ("dbstore/BeamParameters/dbstore_BeamParameters_rev_3.root", BASE_URL)
+    assert rows[("ECLCrystalEnergy", 12)] == ("dbstore/ECLCrystalEnergy/special_12.root", BASE_URL)

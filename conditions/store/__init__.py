@@ -20,7 +20,8 @@ def open_store(url: str | Path, payload_dir: str | Path | None = None, *, create
     ``postgresql://...``), creating it and applying schema migrations when ``create``.
 
     ``payload_dir`` defaults to :func:`default_payload_dir` of the URL. Extra options go
-    to :class:`SqlStore` (``cache``, ``cache_ttl``, ``max_payload_size``).
+    to :class:`SqlStore` (``cache``, ``cache_ttl``, ``max_payload_size``, ``lock_timeout``
+    in seconds: how long a writer waits for another one before ConcurrentModificationError).
     Raises NotAStoreError for anything that is not a store, ReadOnlyStoreError for a basf2
     snapshot file.
     """

@@ -138,8 +138,9 @@ def normalize_url(url: str | Path | URL) -> URL:
             )
         return parsed.set(drivername="sqlite", database=str(Path(database).expanduser().resolve()))
     if backend in ("postgresql", "postgres"):
-        driver = parsed.get_driver_name()
-        if backend == "postgres" or driver in ("psycopg2", "", None) or parsed.drivername == "postgresql":
+        # Plain postgresql:// (and the old postgres:// spelling) means psycopg 3 here;
+        # an explicitly named driver is kept.
+        if parsed.drivername in ("postgresql", "postgres", "postgres+psycopg"):
             parsed = parsed.set(drivername="postgresql+psycopg")
         return parsed
     raise NotAStoreError(
@@ -261,7 +262,8 @@ class SqlStore(Store):
     """
 
     def __init__(self, engine: Engine, blobs: BlobStorage, *, description: str,
-                 cache: bool = True, cache_ttl: float = 5.0, max_payload_size: int | None = None):
+                 cache: bool = True, cache_ttl: float = 5.0, max_payload_size: int | None = None,
+                 lock_timeout: float = 30.0):
         self.engine = engine
         self.blobs = blobs
         self.description = description
@@ -269,6 +271,7 @@ class SqlStore(Store):
         self.cache_enabled = cache
         self.cache_ttl = cache_ttl
         self.max_payload_size = max_payload_size
+        self.lock_timeout = lock_timeout
         self._is_sqlite = engine.dialect.name == "sqlite"
         self._tag_cache: dict[str, _TagRowCache] = {}
         self._index_cache: dict[tuple[int, int, str], _ResolveIndex] = {}
@@ -286,7 +289,7 @@ class SqlStore(Store):
         description = describe_url(parsed)
         if parsed.get_backend_name() == "sqlite":
             _check_sqlite_file(Path(parsed.database), create=create)
-            engine = _sqlite_engine(parsed)
+            engine = _sqlite_engine(parsed, options.get("lock_timeout", 30.0))
         else:
             engine = create_engine(parsed, pool_pre_ping=True)
         _guard_against_fork(engine)
@@ -320,6 +323,10 @@ class SqlStore(Store):
                 conn.execution_options(sqlite_begin="IMMEDIATE")
             with Session(bind=conn, expire_on_commit=False, autoflush=True) as session:
                 with session.begin():
+                    if write and not self._is_sqlite:
+                        # Wait at most lock_timeout for another writer's row lock, then
+                        # fail with ConcurrentModificationError instead of hanging.
+                        session.execute(text(f"SET LOCAL lock_timeout = {int(self.lock_timeout * 1000)}"))
                     yield session
 
     def _write(self, work: Callable[[Session], T], *, tags: Sequence[str] = ()) -> T:
@@ -1240,8 +1247,9 @@ def _check_sqlite_file(path: Path, *, create: bool) -> None:
         )
 
 
-def _sqlite_engine(url: URL) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 30.0, "check_same_thread": False})
+def _sqlite_engine(url: URL, lock_timeout: float) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": lock_timeout, "check_same_thread": False})
+    busy_ms = int(lock_timeout * 1000)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -1250,7 +1258,7 @@ def _sqlite_engine(url: URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA busy_timeout = 30000")
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.execute("PRAGMA journal_mode")
             if cursor.fetchone()[0].lower() != "wal":

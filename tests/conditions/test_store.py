@@ -601,3 +601,44 @@ def test_damaged_blob_is_detected_and_replaced_by_reupload(sqlite_store):
     again = sqlite_store.add_payload("P", b"good bytes")
     assert again.revision == 1
     assert sqlite_store.verified_path(p).read_bytes() == b"good bytes"
+
+
+def test_writer_blocked_by_another_gets_concurrent_modification_error(store_url):
+    """A writer that cannot get the tag lock in time fails with a typed error and writes
+    nothing; once the other writer is gone the same call succeeds."""
+    from conditions import ConcurrentModificationError
+
+    store = store_url.open(lock_timeout=0.5)
+    store.create_tag("gt")
+    store.add_payload("P", b"p")
+    try:
+        if store_url.backend == "sqlite":
+            import sqlite3 as driver
+
+            holder = driver.connect(store_url.url.removeprefix("sqlite:///"), isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+        else:
+            import psycopg
+
+            holder = psycopg.connect(store_url.url)
+            holder.execute("SELECT id FROM global_tags WHERE name = 'gt' FOR UPDATE")
+        try:
+            with pytest.raises(ConcurrentModificationError, match="retry"):
+                store.add_iov("gt", "P", 1, IoV.always())
+        finally:
+            holder.rollback()
+            holder.close()
+        assert store.iovs("gt") == []
+        assert store.add_iov("gt", "P", 1, IoV.always()).payload.revision == 1
+    finally:
+        store.close()
+
+
+def test_postgresql_urls_use_psycopg3():
+    from conditions.store import normalize_url
+
+    assert normalize_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("postgres://u@h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("relative/file.db").database.endswith("relative/file.db")
+    assert normalize_url("sqlite:///x.db").get_backend_name() == "sqlite"

@@ -1,0 +1,104 @@
+"""``pxdbg dataset``: make pxd-digits samples (synthetic stand-in, basf2 ROOT import) and
+describe them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+
+@click.group("dataset")
+def dataset() -> None:
+    """Create and inspect pxd-digits background samples."""
+
+
+@dataset.command("synth")
+@click.option("-n", "--events", "n_events", required=True, type=click.IntRange(min=1), help="Number of events.")
+@click.option("-s", "--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same file).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="pxd-digits file to write.")
+@click.option("--exp", default=0, show_default=True, type=int, help="Experiment number of the events.")
+@click.option("--run", default=0, show_default=True, type=int, help="Run number of the events.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def synth(n_events: int, seed: int, output: Path, exp: int, run: int, progress: bool) -> None:
+    """Write a synthetic PXD background sample (a stand-in for demos and tests, not physics)."""
+    import time
+
+    from ..datasets.synthetic import write_synthetic
+
+    t0 = time.perf_counter()
+    write_synthetic(output, n_events, seed, exp=exp, run=run, progress=progress)
+    dt = time.perf_counter() - t0
+    click.echo(f"wrote {n_events} synthetic events to {output} in {dt:.1f} s ({n_events / dt:.0f} events/s)")
+
+
+@dataset.command("import-root")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="pxd-digits file to write.")
+@click.option("--tree", default="tree", show_default=True, help="TTree name.")
+@click.option("--branch", default="PXDDigits", show_default=True, help="Name of the PXDDigits array.")
+@click.option("--exp", default=0, show_default=True, type=int, help="Experiment, where a file has no EventMetaData.")
+@click.option("--run", default=0, show_default=True, type=int, help="Run, where a file has no EventMetaData.")
+@click.option("--threshold", default=1, show_default=True, type=click.IntRange(1, 255),
+              help="Drop digits below this charge (ADU).")
+@click.option("-n", "--max-events", type=click.IntRange(min=1), default=None, help="Stop after this many events.")
+@click.option("--step", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Events read per chunk (bounds memory).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def import_root_cmd(files: tuple[Path, ...], output: Path, tree: str, branch: str, exp: int, run: int,
+                    threshold: int, max_events: int | None, step: int, progress: bool) -> None:
+    """Import basf2 ROOT files (PXDDigits branches) into one pxd-digits file."""
+    from ..datasets.root_import import RootImportError, import_root
+
+    try:
+        stats = import_root(list(files), output, tree=tree, branch=branch, exp=exp, run=run, step=step,
+                            threshold=threshold, max_events=max_events, progress=progress)
+    except RootImportError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"imported {stats.events} events, {stats.digits_written} digits from {len(stats.files)} file(s) "
+               f"into {output}")
+    if stats.merged_duplicates or stats.saturated or stats.below_threshold:
+        click.echo(f"  merged duplicate pixels: {stats.merged_duplicates}, saturated at 255: {stats.saturated}, "
+                   f"dropped below threshold: {stats.below_threshold}")
+
+
+@dataset.command("info")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("-n", "--max-events", type=click.IntRange(min=1), default=None,
+              help="Summarize at most this many events (default: all).")
+def info(file: Path, max_events: int | None) -> None:
+    """Describe a pxd-digits file: events, runs, digits, occupancy per layer, charge."""
+    from ..digits import DigitsFormatError, DigitsReader
+    from ..sensors import SENSOR_LAYER
+    from ..validation.metrics import summarize_file
+
+    try:
+        with DigitsReader(file) as reader:
+            n = reader.n_events
+            n_digits = int(reader.offsets[-1])
+            runs = sorted({(int(e), int(r)) for e, r in zip(reader.exp, reader.run)})
+            attrs = {k: v for k, v in reader.attrs.items() if k not in ("format", "version", "n_events")}
+        summary = summarize_file(file, max_events=max_events) if n else None
+    except DigitsFormatError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{file}: pxd-digits v1, {n} events, {n_digits} digits"
+               + (f" ({n_digits / n:.0f} per event)" if n else ""))
+    shown = ", ".join(f"{e}/{r}" for e, r in runs[:5]) + (" ..." if len(runs) > 5 else "")
+    click.echo(f"  exp/run: {shown}")
+    for key in sorted(attrs):
+        value = attrs[key]
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        click.echo(f"  {key}: {text if len(text) < 100 else text[:97] + '...'}")
+    if summary is not None:
+        occ = summary.mean_occupancy
+        hist = summary.charge_hist
+        mean_charge = float((hist * np.arange(256)).sum() / hist.sum()) if hist.sum() else float("nan")
+        sizes = summary.cluster_size_hist
+        click.echo(f"  summarized events: {summary.n_events}")
+        click.echo(f"  mean occupancy: layer 1 {occ[SENSOR_LAYER == 1].mean():.3%}, "
+                   f"layer 2 {occ[SENSOR_LAYER == 2].mean():.3%}")
+        click.echo(f"  mean pixel charge {mean_charge:.1f} ADU, mean cluster size "
+                   f"{(sizes * np.arange(len(sizes))).sum() / max(sizes.sum(), 1):.2f} pixels")

@@ -5,7 +5,8 @@
     python scripts/build_embedded.py convnet=convnet.safetensors resnet=resnet.safetensors \
         ieagan=ieagan.safetensors
 
-    # placeholders: freshly initialised weights, marked untrained in their manifests
+    # placeholders: freshly initialised weights, marked untrained in their manifests (the
+    # output bias is set for ~1% pixel occupancy, see `pxdbg checkpoint init`)
     python scripts/build_embedded.py --untrained
 
 Models not given a file are refused unless --untrained is passed, in which case they get
@@ -25,24 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from pxdbg.models import available_models, build_model, get_model  # noqa: E402
+from pxdbg.cli.checkpoint import untrained_checkpoint  # noqa: E402
+from pxdbg.models import available_models, get_model  # noqa: E402
 from registry.build_embedded import build_embedded_store  # noqa: E402
-from registry.checkpoint import write_checkpoint  # noqa: E402
 from registry.embedded import EMBEDDED_STORE_DIR  # noqa: E402
-from registry.manifest import Manifest, software_versions  # noqa: E402
+from registry.manifest import software_versions  # noqa: E402
 
-UNTRAINED_NOTE = ("UNTRAINED placeholder: freshly initialised weights (seed {seed}), not a physics model; "
-                  "rebuild the embedded store with trained checkpoints (scripts/build_embedded.py)")
-
-
-def untrained_checkpoint(model: str, directory: Path, seed: int) -> Path:
-    """A checkpoint of a freshly initialised ``model``, marked untrained in its manifest."""
-    torch.manual_seed(seed)
-    network = build_model(model)
-    manifest = Manifest(model=model, architecture_version=get_model(model).ARCHITECTURE_VERSION,
-                        training_steps=0, training_dataset=None, software=software_versions(),
-                        description=UNTRAINED_NOTE.format(seed=seed))
-    return write_checkpoint(directory / f"{model}-untrained.safetensors", network.state_dict(), manifest)
+def untrained_placeholder(model: str, directory: Path, seed: int) -> Path:
+    """A freshly initialised full-size ``model``, marked untrained in its manifest."""
+    return untrained_checkpoint(model, directory / f"{model}-untrained.safetensors", seed=seed,
+                                software=software_versions())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="pxdbg-untrained-") as tmp:
         for model in missing:
-            given[model] = untrained_checkpoint(model, Path(tmp), args.seed)
+            given[model] = untrained_placeholder(model, Path(tmp), args.seed)
             print(f"{model}: untrained placeholder ({given[model].stat().st_size / 1e6:.1f} MB as float32)")
         versions = {m: get_model(m).ARCHITECTURE_VERSION for m in given}
         entries = build_embedded_store(given, args.output, dtype=None if args.dtype == "keep" else args.dtype,

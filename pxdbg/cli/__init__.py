@@ -19,10 +19,16 @@ def main(verbose: int) -> None:
 # Command groups register themselves here, one line each.
 from .checkpoint import checkpoint as _checkpoint  # noqa: E402
 from .campaign import campaign as _campaign  # noqa: E402
+from .dataset import dataset as _dataset  # noqa: E402
+from .validate import validate as _validate  # noqa: E402
 from .generate import generate as _generate  # noqa: E402
 from .overlay import overlay as _overlay  # noqa: E402
+from .train import train as _train  # noqa: E402
 
 main.add_command(_checkpoint)
 main.add_command(_campaign)
+main.add_command(_dataset)
+main.add_command(_validate)
 main.add_command(_generate)
 main.add_command(_overlay)
+main.add_command(_train)

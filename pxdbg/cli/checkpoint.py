@@ -73,6 +73,68 @@ def _model_choice() -> click.Choice:
     return click.Choice(list(available_models()))
 
 
+#: Manifest note of placeholder checkpoints (``pxdbg checkpoint init``).
+UNTRAINED_NOTE = ("UNTRAINED placeholder: freshly initialised weights (seed {seed}), output bias set for "
+                  "{occupancy:.1%} pixel occupancy; not a physics model")
+
+
+def untrained_checkpoint(model: str, path: str | Path, *, seed: int = 0, occupancy: float = 0.01,
+                         config: dict[str, Any] | None = None, **manifest_fields: Any) -> Path:
+    """Write a freshly initialised ``model`` as a checkpoint marked untrained.
+
+    An untrained generator fires nearly every pixel; a placeholder that is to exercise
+    the production chain (digits, files, overlay) should look like background in size.
+    So the bias of the final (one-channel) layer is shifted until about ``occupancy`` of
+    the pixels of one sample event pass the model's zero suppression. Everything else is
+    the model's own initialisation. ``config`` goes to the model's constructor (e.g.
+    ``{"width": 1/16}`` for a narrow convnet or resnet, ``{"ch": 4}`` for ieagan: cheap
+    models for tests and demos); the manifest records it.
+    The manifest says all this (``training_steps: 0`` and a note in ``description``).
+    """
+    import torch
+
+    from pxdbg.models import get_model
+    from pxdbg.models.loading import save_generator
+    from pxdbg.transforms import model_to_adc
+
+    module = get_model(model)
+    torch.manual_seed(seed)
+    try:
+        network = module.Model(**(config or {}))
+    except (TypeError, ValueError) as error:
+        raise click.BadParameter(f"model config {config!r} does not fit {model}: {error}") from None
+    network.eval()
+    final = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 1][-1]
+    captured: list[torch.Tensor] = []
+    hook = final.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
+    with torch.inference_mode():
+        z = torch.randn(40, module.LATENT_DIM, generator=torch.Generator().manual_seed(seed))
+        # One whole event: untrained images differ wildly in offset from one to the next.
+        if hasattr(network, "condition"):  # class-conditional: image i is sensor i
+            network.synthesize(network.condition(z, torch.arange(40)))
+        else:
+            network(z)
+    hook.remove()
+    pre = captured[0][:, 0]
+    cut = {"threshold": module.THRESHOLD, "model_cut": getattr(module, "MODEL_CUT", None)}
+
+    def fired(shift: float) -> float:
+        adc = model_to_adc(torch.tanh(pre + shift), **cut)
+        return float((adc > 0).float().mean())
+
+    low, high = -50.0, 50.0  # fired() grows with the shift
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if fired(middle) < occupancy else (low, middle)
+    # A degenerate (e.g. very narrow) network may jump from none to all: take the closer side.
+    shift = high if abs(fired(high) - occupancy) <= abs(fired(low) - occupancy) else low
+    with torch.no_grad():
+        final.bias.add_(shift)
+    manifest_fields.setdefault("training_steps", 0)
+    manifest_fields.setdefault("description", UNTRAINED_NOTE.format(seed=seed, occupancy=occupancy))
+    return save_generator(path, model, network, **manifest_fields)
+
+
 @click.group()
 def checkpoint() -> None:
     """Generator checkpoints as conditions payloads."""
@@ -227,3 +289,28 @@ def resolve(model: str, exp: int, run: int, campaign: tuple[str, ...], globaltag
     click.echo(f"  manifest: model {found.manifest.model} v{found.manifest.architecture_version}, "
                f"campaign {found.manifest.campaign}, training steps {found.manifest.training_steps}"
                + (f" ({note})" if note else ""))
+
+
+@checkpoint.command()
+@click.option("--model", required=True, type=_model_choice())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--occupancy", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True,
+              help="Fraction of pixels the placeholder fires.")
+@click.option("--config", "config", multiple=True, metavar="KEY=VALUE",
+              help="Model constructor argument, e.g. width=0.0625 (convnet, resnet) or ch=4 (ieagan).")
+@click.option("--campaign", help="Campaign recorded in the manifest.")
+@friendly_errors
+def init(model: str, output: Path, seed: int, occupancy: float, config: tuple[str, ...], campaign: str | None) -> None:
+    """Write an UNTRAINED placeholder checkpoint (fresh weights, marked so in the manifest)."""
+    import torch
+
+    torch.set_num_threads(1)
+    settings = {}
+    for item in config:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--config")
+        settings[key.strip()] = json.loads(value) if value.strip()[:1].isdigit() or value.strip()[:1] in "-[{" else value
+    untrained_checkpoint(model, output, seed=seed, occupancy=occupancy, config=settings, campaign=campaign)
+    click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): untrained {model}")

@@ -1,0 +1,151 @@
+"""Seconds per generated PXD background event, per model, CPU threads and execution
+variant, with the digit conversion timed separately.
+
+Full-size models (the basf2 architectures) with random weights: speed does not depend on
+the weight values, but the digit conversion depends on the occupancy, so the output
+layer's bias is shifted until ~2-5% of the pixels fire (real PXD background is below that;
+the conversion figure is therefore an upper bound). Variants:
+
+  basf2      torch.no_grad, NCHW, one event (40 images) per forward  -- what basf2 does
+  inference  torch.inference_mode instead of no_grad
+  chlast     inference_mode + channels_last memory format
+  batch2     inference_mode + the better layout, two events per forward
+
+``--images K`` generates only K of the 40 images of each event and scales the time by
+40/K (the images are independent once the latents, and for IEA-GAN the event-level
+conditioning, are drawn); the digit conversion always runs on full 40-image events.
+
+Variants are timed interleaved (``--reps`` rounds over all variants) so that load from
+other processes hits them alike; the table shows the minimum (the least disturbed pass)
+and the median.
+
+Run: ``python benchmarks/bench_generate.py --images 4 --reps 3`` (prints a Markdown table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pxdbg.digits import dense_to_digits  # noqa: E402
+from pxdbg.models import get_model  # noqa: E402
+from pxdbg.models.common import sample_latents  # noqa: E402
+from pxdbg.transforms import model_to_adc  # noqa: E402
+
+
+def _output_bias(name: str, model: torch.nn.Module) -> torch.Tensor:
+    return {"ieagan": lambda: model.output_layer[2].bias, "convnet": lambda: model.features[-1].bias,
+            "resnet": lambda: model.conv.bias}[name]()
+
+
+def build(name: str, occupancy: float = 0.03) -> torch.nn.Module:
+    """Full-size model with random weights, its output bias shifted so that about
+    ``occupancy`` of the pixels get ADU >= 1 (calibrated on two images)."""
+    torch.manual_seed(0)
+    model = get_model(name).Model().eval().requires_grad_(False)
+    z = torch.randn(40, get_model(name).LATENT_DIM)
+    with torch.inference_mode():
+        # IEA-GAN images differ per sensor: calibrate on all 40; the others on two
+        out = model(z, torch.arange(40)) if name == "ieagan" else model(z[:2])
+        y = torch.atanh(out.clamp(-0.999999, 0.999999)).flatten()
+        # ADU >= 1 needs model output > 2 * log(2) / log(256) - 1 = -0.75
+        shift = torch.atanh(torch.tensor(-0.75)) - torch.quantile(y[:: max(1, y.numel() // 1_000_000)],
+                                                                  1 - occupancy)
+    with torch.no_grad():
+        _output_bias(name, model).add_(shift)
+    return model
+
+
+def forward_images(name, model, z, grad_mode, images):
+    """Forward + ADC conversion of the first ``images`` images of each event in z."""
+    module = get_model(name)
+    n = z.shape[0] // 40
+    keep = (torch.arange(n * 40) % 40) < images
+    with grad_mode():
+        if name == "ieagan":
+            # the conditioning needs the whole event; the images are independent after it
+            cond = model.condition(z, torch.arange(40).repeat(n))[keep]
+            return model_to_adc(model.synthesize(cond)[:, 0], model_cut=module.MODEL_CUT)
+        return model_to_adc(model(z[keep])[:, 0])
+
+
+def time_forward(name, model, variant, images, gen):
+    """Seconds per event of one timed forward pass (scaled to 40 images), and the uint8
+    images it produced."""
+    grad_mode = torch.no_grad if variant == "basf2" else torch.inference_mode
+    per_forward = 2 if variant == "batch2" else 1
+    z = sample_latents(gen, per_forward, get_model(name).LATENT_DIM, torch.device("cpu"))
+    t0 = time.perf_counter()
+    adc = forward_images(name, model, z, grad_mode, images)
+    return (time.perf_counter() - t0) * 40 / images / per_forward, adc
+
+
+def time_conversion(adc, images, reps=3):
+    """Seconds per event of digit conversion, on 40-image events tiled from ``adc``."""
+    ev = adc[:images].repeat(-(-40 // images), 1, 1)[:40].contiguous().numpy()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        n = len(dense_to_digits(ev))
+        best = min(best, time.perf_counter() - t0)
+    return best, n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["convnet", "resnet", "ieagan"])
+    parser.add_argument("--reps", type=int, default=3, help="timed forward passes per variant")
+    parser.add_argument("--batch-layout", choices=["nchw", "chlast"], default="chlast",
+                        help="memory format for the batch2 variant")
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--variants", nargs="+", default=["basf2", "inference", "chlast", "batch2"])
+    parser.add_argument("--images", type=int, default=40,
+                        help="images per event actually generated; the time is scaled to 40 (the "
+                             "images of an event are independent; use 40 for exact figures)")
+    args = parser.parse_args()
+    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads available; {args.images} of 40 images generated per event, "
+          f"{args.reps} interleaved timed passes per row")
+    print("| model | threads | variant | s/event min | s/event median | digits s/event | digits share "
+          "| digits/event |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for name in args.models:
+        model = build(name)
+        layouts = {"nchw": model,
+                   "chlast": get_model(name).Model(**({"init": None} if name == "ieagan" else {})).eval()
+                   .requires_grad_(False)}
+        layouts["chlast"].load_state_dict(model.state_dict())
+        layouts["chlast"] = layouts["chlast"].to(memory_format=torch.channels_last)
+        best = None
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            variants = args.variants if best is None else list(dict.fromkeys(["basf2", best]))
+            layout_of = {v: ("chlast" if v == "chlast" or (v == "batch2" and args.batch_layout == "chlast")
+                             else "nchw") for v in variants}
+            gen = torch.Generator().manual_seed(1)
+            for v in variants:  # warm-up: oneDNN creates its kernels per shape and layout
+                time_forward(name, layouts[layout_of[v]], v, args.images, gen)
+            times = {v: [] for v in variants}
+            adc = None
+            for _ in range(args.reps):  # interleaved, so load changes hit all variants alike
+                for v in variants:
+                    t, adc = time_forward(name, layouts[layout_of[v]], v, args.images, gen)
+                    times[v].append(t)
+            conv, digits = time_conversion(adc, args.images)
+            for v in variants:
+                label = f"batch2 ({layout_of[v]})" if v == "batch2" else v
+                print(f"| {name} | {threads} | {label} | {min(times[v]):.2f} | {statistics.median(times[v]):.2f} "
+                      f"| {conv:.3f} | {100 * conv / (min(times[v]) + conv):.2f}% | {digits} |", flush=True)
+            if best is None:
+                best = min(times, key=lambda v: min(times[v]))
+
+if __name__ == "__main__":
+    main()

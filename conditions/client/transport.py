@@ -1,31 +1,37 @@
 """HTTP transport for the conditions client: retries, timeouts, failover.
 
-Each server gets a ``requests.Session`` whose adapter retries (urllib3 ``Retry``)
-connection errors, read timeouts, and 429/5xx answers with exponential backoff and
-jitter. When a server keeps failing, the next server in the list is tried. Everything
-one call does, retries and failover included, stays inside ``total_timeout`` seconds.
-When every server failed, :class:`~conditions.exceptions.AllServersFailedError` names
-each server and why.
+Each server is tried up to ``retries + 1`` times: connection errors, timeouts and
+429/5xx answers are retried with exponential backoff and jitter (``Retry-After`` is
+honoured up to ``backoff_max``). When a server keeps failing, the next server in the list
+is tried. Everything one call does, retries and failover included, stays inside
+``total_timeout`` seconds: every attempt's connect and read timeouts are cut to the time
+left, and each server gets a fair share of it so failover still has time. When every
+server failed, :class:`~conditions.exceptions.AllServersFailedError` names each server
+and why.
+
+The retry loop is ours, not urllib3's: urllib3 reuses one timeout for all its retries, so
+a retry begun just before the deadline could outlast it by a whole read timeout.
 
 Writes (POST, PATCH) are never repeated once they may have reached a server, because
 the server may have applied them; they fail over only when the connection could not
-even be opened. Calls known to be idempotent (a payload upload: the same bytes give the
-same revision) may say so and are retried like reads.
+even be opened, or the server said 429/503 (it did not take the request). Calls known to
+be idempotent (a payload upload: the same bytes give the same revision) may say so and
+are retried like reads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
 import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Sequence, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, ResponseError
-from urllib3.util.retry import Retry
 
 from ..exceptions import AllServersFailedError, OfflineError
 
@@ -33,45 +39,17 @@ T = TypeVar("T")
 
 #: Answers that mean "this server cannot answer right now": retried, then failed over.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Answers meaning the server did not take the request: a write may go elsewhere.
+NOT_TAKEN_STATUSES = frozenset({429, 503})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
-_deadline = threading.local()
-#: Seconds an attempt needs at least; no retry is started with less time left.
+#: Seconds an attempt needs at least; no attempt is started with less time left.
 _MIN_ATTEMPT = 0.05
 
 
 class BadAnswer(Exception):
     """An answer this server should not have given (malformed JSON, truncated or wrong
     bytes): try the next server."""
-
-
-class DeadlineRetry(Retry):
-    """urllib3 Retry that gives up instead of sleeping past the caller's deadline, and
-    never trusts a Retry-After longer than ``backoff_max``."""
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        new = super().increment(method, url, response, error, _pool, _stacktrace)
-        deadline = getattr(_deadline, "value", None)
-        if deadline is not None and time.monotonic() + _MIN_ATTEMPT >= deadline:
-            raise MaxRetryError(_pool, url, error or ResponseError("time budget used up while retrying"))
-        return new
-
-    def get_retry_after(self, response):
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, self.backoff_max)
-
-    def sleep(self, response=None):
-        # Never sleep past the deadline: leave time for one more attempt.
-        deadline = getattr(_deadline, "value", None)
-        wait = None
-        if self.respect_retry_after_header and response is not None:
-            wait = self.get_retry_after(response)
-        if wait is None:
-            wait = self.get_backoff_time()
-        if deadline is not None:
-            wait = min(wait, max(0.0, deadline - time.monotonic() - _MIN_ATTEMPT))
-        if wait > 0:
-            time.sleep(wait)
 
 
 @dataclass
@@ -101,32 +79,22 @@ class Transport:
         self.token = token
         self.timeout = timeout if isinstance(timeout, tuple) else (float(timeout), float(timeout))
         self.total_timeout = float(total_timeout)
+        self.retries = max(0, int(retries))
+        self.backoff_factor = float(backoff_factor)
+        self.backoff_max = float(backoff_max)
         self.offline = offline
         self._preferred = 0
         self._lock = threading.Lock()
-        retry = DeadlineRetry(
-            total=retries, connect=retries, read=retries, status=retries, other=0,
-            backoff_factor=backoff_factor, backoff_max=backoff_max, backoff_jitter=backoff_factor,
-            status_forcelist=RETRY_STATUSES, allowed_methods=IDEMPOTENT_METHODS,
-            raise_on_status=False, respect_retry_after_header=True,
-        )
         self._session = requests.Session()
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=len(self.servers), pool_maxsize=32)
+        # No retries below us: each attempt is one request, with its own clamped timeouts.
+        adapter = HTTPAdapter(max_retries=0, pool_connections=len(self.servers), pool_maxsize=32)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        # An upload body cannot be re-read by urllib3's retries; such calls use this one.
-        self._upload_session = requests.Session()
-        once = HTTPAdapter(max_retries=DeadlineRetry(total=0, connect=0, read=0, status=0, other=0,
-                                                     raise_on_status=False))
-        self._upload_session.mount("http://", once)
-        self._upload_session.mount("https://", once)
         self._session.headers["User-Agent"] = user_agent
         self._session.headers["Accept"] = "application/json"
-        self._upload_session.headers.update(self._session.headers)
 
     def close(self) -> None:
         self._session.close()
-        self._upload_session.close()
 
     @property
     def description(self) -> str:
@@ -135,6 +103,18 @@ class Transport:
     def _order(self) -> list[str]:
         start = self._preferred
         return self.servers[start:] + self.servers[:start]
+
+    def backoff(self, retry: int, response: requests.Response | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` (1, 2, ...): the server's
+        Retry-After if it sent one, else exponential backoff; plus jitter; at most
+        ``backoff_max``."""
+        wait = None
+        if response is not None:
+            wait = _retry_after(response)
+        if wait is None:
+            wait = self.backoff_factor * (2 ** (retry - 1))
+        wait += random.uniform(0, self.backoff_factor)
+        return min(max(0.0, wait), self.backoff_max)
 
     def call(
         self,
@@ -166,42 +146,60 @@ class Transport:
         secret = token if token is not None else self.token
         if auth and secret:
             send_headers["Authorization"] = f"Bearer {secret}"
-        session = self._session if idempotent and not _is_stream(data) else self._upload_session
         deadline = time.monotonic() + self.total_timeout
         outcomes: list[_Outcome] = []
         order = self._order()
         for position, server in enumerate(order):
             remaining = deadline - time.monotonic()
-            if remaining <= 0.05:
+            if remaining <= _MIN_ATTEMPT:
                 outcomes.append(_Outcome(server, "not tried: total time budget used up"))
                 continue
-            if _is_stream(data):
-                data.seek(0)
-            timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
             # Each server gets a fair share of what is left, so failover still has time.
-            _deadline.value = time.monotonic() + remaining / (len(order) - position)
-            try:
-                response = session.request(method, server + path, params=params, json=json, data=data,
-                                           headers=send_headers, timeout=timeout, stream=stream)
-            except requests.RequestException as error:
-                outcome = _Outcome(server, _describe(error))
-                if not idempotent and not _never_sent(error):
-                    outcome.reason += " (not repeated elsewhere: the server may have applied it)"
-                    outcome.retry_elsewhere = False
+            server_deadline = time.monotonic() + remaining / (len(order) - position)
+            outcome = None
+            retry = 0
+            while True:
+                left = server_deadline - time.monotonic()
+                timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
+                if _is_stream(data):
+                    data.seek(0)
+                response = None
+                try:
+                    response = self._session.request(method, server + path, params=params, json=json,
+                                                     data=data, headers=send_headers, timeout=timeout,
+                                                     stream=stream)
+                except requests.RequestException as error:
+                    outcome = _Outcome(server, _describe(error))
+                    if not idempotent and not _never_sent(error):
+                        outcome.reason += " (not repeated: the server may have applied it)"
+                        outcome.retry_elsewhere = False
+                        break
+                else:
+                    if response.status_code not in RETRY_STATUSES:
+                        break  # an answer for ``handle``
+                    outcome = _Outcome(server, f"HTTP {response.status_code} {response.reason}"
+                                               f"{_brief_body(response)}")
+                    response.close()
+                    if not idempotent:
+                        # Only "not taken" answers let a write go to another server.
+                        outcome.retry_elsewhere = response.status_code in NOT_TAKEN_STATUSES
+                        break
+                retry += 1
+                if retry > self.retries:
+                    break
+                # Never sleep past this server's share: leave time for one more attempt.
+                wait = min(self.backoff(retry, response), server_deadline - time.monotonic() - _MIN_ATTEMPT)
+                if wait < 0:
+                    outcome.reason += " (time budget used up while retrying)"
+                    break
+                time.sleep(wait)
+                response = None
+            if response is None or response.status_code in RETRY_STATUSES:
                 outcomes.append(outcome)
                 if not outcome.retry_elsewhere:
                     break
                 continue
-            finally:
-                _deadline.value = None
             try:
-                if response.status_code in RETRY_STATUSES:
-                    outcomes.append(_Outcome(server, f"HTTP {response.status_code} {response.reason}"
-                                             f"{_brief_body(response)}"))
-                    if not idempotent and response.status_code not in (429, 503):
-                        outcomes[-1].retry_elsewhere = False
-                        break
-                    continue
                 try:
                     result = handle(response)
                 except BadAnswer as error:
@@ -226,12 +224,14 @@ class Transport:
         """Stream ``path`` into ``destination``; an answer is accepted only if complete and
         matching the expected size and hashes, else the next server is tried."""
 
+        # The same budget as the call: a slowly trickling body cannot extend it.
+        deadline = time.monotonic() + self.total_timeout
+
         def receive(response: requests.Response) -> None:
             handle_error(response)
             declared = response.headers.get("Content-Length")
             got = 0
             h_md5, h_sha = hashlib.md5(), hashlib.sha256()
-            deadline = time.monotonic() + self.total_timeout
             with open(destination, "wb") as out:
                 for chunk in response.iter_content(chunk_size=1 << 20):
                     got += len(chunk)
@@ -255,6 +255,23 @@ class Transport:
             # Never leave bytes that failed verification where someone might use them.
             Path(destination).unlink(missing_ok=True)
             raise
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """The answer's Retry-After in seconds (delta or HTTP date), None if absent or odd."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _is_stream(data: Any) -> bool:

@@ -234,3 +234,80 @@ def test_many_threads_share_one_client(httpserver):
     for t in threads:
         t.join()
     assert errors == [] and results == ["gt"] * 40
+
+
+class _BusyThenHanging:
+    """A raw HTTP server answering ``busy`` requests with 503 at once, then accepting
+    requests and never answering: a server that collapses while the client retries."""
+
+    def __init__(self, busy: int):
+        self.busy = busy
+        self.requests = 0
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._open: list[socket.socket] = []
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self._open.append(conn)
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            while conn.recv(65536):
+                self.requests += 1
+                if self.requests <= self.busy:
+                    conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self._open:
+            conn.close()
+
+
+@pytest.mark.parametrize("n_servers", [1, 2])
+def test_total_time_bound_holds_when_a_retry_hangs(n_servers):
+    # Each attempt may take a full read timeout (1 s); the call as a whole must still end
+    # within total_timeout (1.5 s), not one read timeout after the last retry began.
+    servers = [_BusyThenHanging(busy=2) for _ in range(n_servers)]
+    try:
+        client = fast_client(*[s.url for s in servers], timeout=(0.5, 1.0), retries=10,
+                             backoff_factor=0.01, total_timeout=1.5)
+        start = time.monotonic()
+        with pytest.raises(AllServersFailedError) as caught:
+            client.get_tag("gt")
+        elapsed = time.monotonic() - start
+        assert elapsed < 1.5 + 0.4, elapsed
+        assert servers[0].requests >= 3  # the 503s were retried before the hang
+        assert [server for server, _ in caught.value.attempts] == [s.url for s in servers]
+    finally:
+        for server in servers:
+            server.close()
+
+
+def test_an_upload_is_retried_with_its_whole_body(httpserver):
+    # Uploads are idempotent (same bytes, same revision): a 503 is retried, and the
+    # retry sends the whole file again, not what was left of the stream.
+    bodies = []
+    answer = {"name": "Foo", "revision": 1, "checksum": PAYLOAD.checksum, "sha256": PAYLOAD.sha256,
+              "size": len(DATA), "metadata": {}, "url": None, "payload_id": 1, "created": None,
+              "created_by": None}
+
+    def handler(request: Request) -> Response:
+        bodies.append(request.get_data())
+        if len(bodies) == 1:
+            return Response("busy", status=503)
+        return Response(json.dumps(answer), status=201, content_type="application/json")
+
+    httpserver.expect_request("/api/v1/payloads/Foo", method="POST").respond_with_handler(handler)
+    info = fast_client(httpserver.url_for(""), token="t").add_payload("Foo", DATA)
+    assert info.revision == 1 and bodies == [DATA, DATA]

@@ -136,3 +136,40 @@ def test_only_answers_that_cannot_change_are_cached(api):
     answer = api.get("/api/v1/resolve", params={"tag": ["running", "pub"], "name": "P", "exp": 2, "run": 0})
     assert answer.json()["tag"] == "running"
     assert not ask(["testing", "pub"], 0, 0)  # TESTING before the decider: may go back to OPEN
+
+
+def test_every_write_through_the_api_is_listed_in_the_audit(api):
+    """Each kind of change made over HTTP leaves an entry naming the token, readable by
+    anyone through GET /api/v1/audit; a refused write leaves none."""
+    a = api.admin
+    assert api.post("/api/v1/tags", json={"name": "calib_a"}, headers=a).status_code == 201
+    assert api.patch("/api/v1/tags/calib_a", json={"description": "new text"}, headers=a).status_code == 200
+    assert api.post("/api/v1/payloads/P", content=b"p", headers=api.scoped).status_code == 201
+    iov = {"payload": "P", "revision": 1, "iov": {"first_exp": 0, "first_run": 0, "final_exp": 0, "final_run": 9}}
+    iov_id = api.post("/api/v1/tags/calib_a/iovs", json=iov, headers=api.scoped).json()["iov_id"]
+    changed = {"iov": {"first_exp": 0, "first_run": 0, "final_exp": 0, "final_run": 5}}
+    assert api.patch(f"/api/v1/iovs/{iov_id}", json=changed, headers=api.scoped).status_code == 200
+    assert api.post("/api/v1/tags/calib_a/clone", json={"destination": "calib_b"}, headers=a).status_code == 201
+    assert api.delete(f"/api/v1/iovs/{iov_id}", headers=api.scoped).status_code == 200
+    assert api.put("/api/v1/tags/calib_a/state", json={"state": "TESTING"}, headers=a).status_code == 200
+    created = api.post("/api/v1/tokens", json={"name": "shifter", "scopes": ["iov:x*"]}, headers=a)
+    assert created.status_code == 201
+    assert api.delete(f"/api/v1/tokens/{created.json()['token']['token_id']}", headers=a).status_code == 200
+    # refused writes: no entry
+    error_of(api.post("/api/v1/tags", json={"name": "calib_a"}, headers=a), 409, "tag_exists")
+    error_of(api.post("/api/v1/tags", json={"name": "nobody"}), 401, "unauthenticated")
+
+    answer = api.get("/api/v1/audit", params={"limit": 1000})
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    entries = answer.json()
+    done = [(e["action"], e["tag"], e["who"]) for e in reversed(entries) if e["action"] != "token.create"
+            or e["details"].get("name") == "shifter"]
+    assert done == [
+        ("tag.create", "calib_a", "admin"), ("tag.modify", "calib_a", "admin"),
+        ("payload.add", None, "calib"), ("iov.add", "calib_a", "calib"), ("iov.modify", "calib_a", "calib"),
+        ("tag.clone", "calib_b", "admin"), ("iov.delete", "calib_a", "calib"), ("tag.state", "calib_a", "admin"),
+        ("token.create", None, "admin"), ("token.revoke", None, "admin"),
+    ]
+    only_a = api.get("/api/v1/audit", params={"tag": "calib_a"}).json()
+    assert {e["tag"] for e in only_a} == {"calib_a"} and len(only_a) == 6
+    assert all(e["when"] for e in entries)

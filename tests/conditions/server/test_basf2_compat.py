@@ -78,6 +78,9 @@ def test_basf2_central_metadata_provider(live_server):
     assert {"TESTING", "VALIDATED", "PUBLISHED", "RUNNING"} <= states
 
     info = basf2_get(base, "/v2/globalTag/" + curl_escape(tag))
+    # Metadata may change (states, new IoVs): proxies keep it only briefly.
+    answer = requests.get(join_with_slash(base, "/v2/globalTag/" + curl_escape(tag)), timeout=5)
+    assert answer.headers["Cache-Control"] == "public, max-age=60"
     assert info["globalTagStatus"]["name"] == "TESTING"
     assert info["name"] == tag and isinstance(info["globalTagId"], int)
     assert "name" in info["globalTagType"] and info["description"] == "basf2 compatibility"
@@ -93,6 +96,14 @@ def test_basf2_central_metadata_provider(live_server):
         download.raise_for_status()
         assert hashlib.md5(download.content).hexdigest() == entry["checksum"]
         assert download.content == data
+        # Squid/Frontier-style proxies: immutable bytes, content-hash ETag, HEAD and Range.
+        assert download.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert download.headers["ETag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+        url = join_with_slash(entry["baseUrl"], entry["payloadUrl"])
+        head = requests.head(url, timeout=5)
+        assert head.status_code == 200 and head.content == b"" and head.headers["Content-Length"] == str(len(data))
+        part = requests.get(url, headers={"Range": "bytes=1-3"}, timeout=5)
+        assert part.status_code == 206 and part.content == data[1:4]
 
     assert set(basf2_payloads(base, tag, 5, 5)) == {"PXDBackgroundGenerator_gan"}
     # An unknown tag: basf2 only needs a failing status to warn and move on.

@@ -34,7 +34,8 @@ def token():
 def create(cli: CliContext, name: str, scopes: tuple[str, ...]):
     """Create a token for NAME (who it is for: it signs the audit log) and print its secret once."""
     checked = [_check_scope(s) for s in scopes]
-    info, secret = cli.store.create_token(name, checked)
+    cli.check_can_write(None, "create tokens")
+    info, secret = cli.writable_store.create_token(name, checked)
     cli.emit({"token": info, "secret": secret},
              f"token {info.token_id} for {info.name} ({', '.join(info.scopes)})\n"
              f"secret (shown only now, store it safely): {secret}")
@@ -56,5 +57,6 @@ def list_(cli: CliContext):
 @pass_cli
 def revoke(cli: CliContext, token_id: int):
     """Revoke token TOKEN_ID: requests carrying it are refused (401) from now on."""
-    info = cli.store.revoke_token(token_id)
+    cli.check_can_write(None, "revoke tokens")
+    info = cli.writable_store.revoke_token(token_id)
     cli.emit(info, f"revoked token {info.token_id} ({info.name})")

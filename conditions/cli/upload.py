@@ -1,55 +1,173 @@
-"""``conditionsdb upload``: add a file as a payload and give it an IoV in a tag."""
+"""``conditionsdb upload``: add payload files and give them IoVs in a tag.
+
+Two forms:
+
+* ``upload TAG FILE --name NAME --iov FE,FR,LE,LR``: one file;
+* ``upload TAG database.txt``: a basf2 testing-payloads file (what basf2 writes for local
+  payloads: ``dbstore/<name> <revision> FE,FR,LE,LR`` per line, the payload files beside
+  it). Files are deduplicated by checksum, each distinct payload is uploaded once, and
+  only the IoVs the tag does not have yet are created.
+"""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
-from ..exceptions import InvalidValueError
+from ..exceptions import FrozenTagError
 from ..iov import IntervalOfValidity
-from .context import CliContext, pass_cli
+from ..tags import GlobalTagState
+from .context import IOV, CliContext, parse_metadata, pass_cli, table
+
+#: States whose IoVs may still grow.
+WRITABLE_STATES = (GlobalTagState.OPEN, GlobalTagState.RUNNING)
 
 
-def parse_metadata(items: tuple[str, ...]) -> dict:
-    """``key=value`` pairs; values are JSON when they parse as JSON (numbers, true, lists),
-    plain strings otherwise."""
-    metadata = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidValueError(f"--meta expects key=value, got {item!r}")
-        try:
-            metadata[key.strip()] = json.loads(value)
-        except ValueError:
-            metadata[key.strip()] = value
-    return metadata
+@dataclass
+class _Item:
+    """One distinct payload (name + bytes) and the IoVs it gets."""
+
+    name: str
+    file: Path
+    md5: str
+    sha256: str
+    size: int
+    iovs: list[IntervalOfValidity] = field(default_factory=list)
+    revision: int | None = None  # known when already stored, or once uploaded
+    stored_before: bool = False
 
 
 @click.command()
 @click.argument("tag")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--name", "name", required=True, help="Payload name, e.g. BeamSpot.")
-@click.option("--iov", "iov_text", required=True, metavar="FE,FR,LE,LR",
-              help="Interval of validity; -1 as final run = every run, -1,-1 = open-ended.")
+@click.option("--name", "name", default=None, help="Payload name, e.g. BeamSpot (one file).")
+@click.option("--iov", "interval", type=IOV, default=None,
+              help="Interval of validity of the file; -1 as final run = every run, -1,-1 = open-ended.")
 @click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Payload metadata (repeatable).")
+@click.option("-n", "--dry-run", is_flag=True, help="Show what would be uploaded and added; change nothing.")
 @pass_cli
-def upload(cli: CliContext, tag: str, file: Path, name: str, iov_text: str, meta: tuple[str, ...]):
-    """Store FILE as a new revision of payload NAME and add an IoV for it to TAG.
+def upload(cli: CliContext, tag: str, file: Path, name: str | None, interval: IntervalOfValidity | None,
+           meta: tuple[str, ...], dry_run: bool):
+    """Upload FILE as payload NAME valid for --iov in TAG, or, without --name and --iov,
+    every payload listed in the testing-payloads file FILE (e.g. localdb/database.txt).
 
-    Identical bytes already stored under NAME are reused, not stored twice. Payload and
-    IoV are written in one transaction: if the tag refuses the IoV, nothing is stored.
+    Identical bytes already stored under a name are reused, not stored twice; IoVs the tag
+    already has are not added again. One file: payload and IoV are written in one
+    transaction on a database (on a server, the payload first). A testing-payloads file:
+    the IoVs are added together at the end (all or none on a database).
     """
-    iov = IntervalOfValidity.parse(iov_text)
     metadata = parse_metadata(meta)
-    store = cli.store
-    if hasattr(store, "upload"):
-        record = store.upload(tag, name, file, iov, metadata=metadata)
-    else:  # stores without a combined call (e.g. remote ones): payload, then IoV
-        store.get_tag(tag)
-        payload = store.add_payload(name, file, metadata=metadata)
-        record = store.add_iov(tag, name, payload.revision, iov)
-    p = record.payload
-    cli.emit(record, f"{p.name} r{p.revision} ({p.size} bytes, md5 {p.checksum}) valid for {record.iov} "
-                     f"in {record.tag} (IoV id {record.iov_id})")
+    if (name is None) != (interval is None):
+        raise click.UsageError("give both --name and --iov to upload one payload file, or neither to upload "
+                               "the payloads listed in a testing-payloads file (database.txt)")
+    if name is not None:
+        items = [_hashed(name, file, [interval])]
+    else:
+        items = _read_testing_payloads(file)
+    store = cli.store if dry_run else cli.writable_store
+    state = store.get_tag(tag).state  # an unknown tag fails here, before anything is written
+    if state not in WRITABLE_STATES and not dry_run:
+        raise FrozenTagError(f"global tag {tag!r} is {state.value}: only OPEN and RUNNING tags take new IoVs; "
+                             "nothing was uploaded")
+    if not dry_run:
+        cli.check_can_write(tag, "upload payloads and add IoVs")
+    _find_stored(store, items)
+    existing = {(r.payload.name, r.payload.sha256 or r.payload.checksum, r.iov.as_tuple())
+                for r in store.iovs(tag)}
+
+    def is_new(item: _Item, iov: IntervalOfValidity) -> bool:
+        return ((item.name, item.sha256, iov.as_tuple()) not in existing
+                and (item.name, item.md5, iov.as_tuple()) not in existing)
+
+    new_iovs = [(item, iov) for item in items for iov in dict.fromkeys(item.iovs) if is_new(item, iov)]
+    to_upload = [item for item in items if not item.stored_before]
+    records = []
+    if not dry_run:
+        if name is not None and new_iovs and hasattr(store, "upload"):
+            # one file on a database: payload and IoV in one transaction
+            record = store.upload(tag, name, file, interval, metadata=metadata)
+            items[0].revision = record.payload.revision
+            records.append(record)
+        else:
+            with cli.progress(len(to_upload), "uploading", unit="payload") as bar:
+                for item in to_upload:
+                    bar.set_postfix_str(item.name, refresh=False)
+                    info = store.add_payload(item.name, item.file, metadata=metadata)
+                    item.revision = info.revision
+                    bar.update(1)
+            wanted = [(item.name, item.revision, iov) for item, iov in new_iovs]
+            if wanted and hasattr(store, "add_iovs"):
+                records = store.add_iovs(tag, wanted)
+            else:
+                records = [store.add_iov(tag, n, r, iov) for n, r, iov in wanted]
+    _report(cli, tag, items, to_upload, new_iovs, records, dry_run, single=name is not None)
+
+
+def _hashed(name: str, file: Path, iovs: list[IntervalOfValidity]) -> _Item:
+    from ..cache import file_hashes
+    from ..tags import validate_payload_name
+
+    validate_payload_name(name)
+    md5, sha256, size = file_hashes(file)
+    return _Item(name, file, md5, sha256, size, list(iovs))
+
+
+def _read_testing_payloads(file: Path) -> list[_Item]:
+    """One item per distinct (name, bytes), in file order, with all its IoVs."""
+    from ..testing_payloads import parse_testing_payloads
+
+    entries = parse_testing_payloads(file)
+    items: dict[tuple[str, str], _Item] = {}
+    for entry in entries:
+        item = _hashed(entry.name, entry.file, [])
+        items.setdefault((item.name, item.sha256), item).iovs.append(entry.iov)
+    return list(items.values())
+
+
+def _find_stored(store, items: list[_Item]) -> None:
+    """Mark the items whose bytes are already stored under their name."""
+    for name in dict.fromkeys(item.name for item in items):
+        stored = store.list_payloads(name)
+        # match by SHA-256 where the store records it, else by MD5 (basf2 snapshots)
+        by_hash = {p.sha256 or p.checksum: p for p in stored}
+        for item in items:
+            if item.name == name:
+                found = by_hash.get(item.sha256) or by_hash.get(item.md5)
+                if found is not None:
+                    item.revision, item.stored_before = found.revision, True
+
+
+def _report(cli: CliContext, tag: str, items, to_upload, new_iovs, records, dry_run: bool, *, single: bool):
+    def rev(item: _Item) -> str:
+        return str(item.revision) if item.revision is not None else "new"
+
+    if single and not dry_run and records:
+        r = records[0]
+        p = r.payload
+        text = (f"{p.name} r{p.revision} ({p.size} bytes, md5 {p.checksum}) valid for {r.iov} "
+                f"in {r.tag} (IoV id {r.iov_id})")
+        cli.emit(r, text)
+        return
+    verb_up, verb_add = ("would upload", "would add") if dry_run else ("uploaded", "added")
+    lines = [f"{verb_up} {len(to_upload)} of {len(items)} distinct payload{'s' if len(items) != 1 else ''} "
+             f"({len(items) - len(to_upload)} already stored), {verb_add} {len(new_iovs)} IoV"
+             f"{'s' if len(new_iovs) != 1 else ''} to {tag}"]
+    if items:
+        rows = [(item.name, rev(item), "stored" if item.stored_before else ("upload" if dry_run else "uploaded"),
+                 item.size, item.md5, item.file.name) for item in items]
+        lines.append(table(("PAYLOAD", "REV", "ACTION", "BYTES", "MD5", "FILE"), rows, right=(1, 3), indent="  "))
+    if new_iovs:
+        lines.append(f"IoVs {'to add' if dry_run else 'added'}:")
+        lines.append(table(("PAYLOAD", "REV", "IOV (FE,FR,LE,LR)"),
+                           [(item.name, rev(item), iov) for item, iov in new_iovs], right=(1,), indent="  "))
+    data = {
+        "dry_run": dry_run,
+        "tag": tag,
+        "payloads": [{"name": i.name, "revision": i.revision, "file": i.file, "md5": i.md5,
+                      "sha256": i.sha256, "size": i.size, "stored_before": i.stored_before} for i in items],
+        "new_iovs": [{"name": i.name, "revision": i.revision, "iov": iov} for i, iov in new_iovs],
+        "iov_ids": [r.iov_id for r in records],
+    }
+    cli.emit(data, "\n".join(lines))

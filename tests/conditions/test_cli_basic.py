@@ -67,8 +67,9 @@ def test_errors_say_what_went_wrong_and_what_to_do(tmp_path):
     assert "TESTING" in r.stderr and "clone" in r.stderr
     r = cli("upload", "gt", str(payload), "--name", "../../etc/passwd", "--iov", "0,0,-1,-1", db=db, check=1)
     assert "invalid payload name" in r.stderr
-    r = cli("upload", "gt", str(payload), "--name", "P", "--iov", "3,0,1,0", db=db, check=1)
-    assert "after its final point" in r.stderr
+    # a malformed IoV is a usage error (2), caught before the store is touched
+    r = cli("upload", "gt", str(payload), "--name", "P", "--iov", "3,0,1,0", db=db, check=2)
+    assert "after its final point" in r.stderr and "--iov" in r.stderr
     r = cli("tag", "state", "gt", "PUBLISHED", db=db, check=1)
     assert "cannot go from TESTING to PUBLISHED" in r.stderr
     r = cli("resolve", "gt", "P", "1", "1", db=db, check=1)
@@ -91,8 +92,11 @@ def test_not_a_store_and_usage_errors(tmp_path):
 
 def test_verbose_shows_traceback_and_help_works(tmp_path):
     db = str(tmp_path / "conditions.db")
+    # reading a store that does not exist is an error, and creates no file (a typo in --db
+    # must not leave empty stores behind)
     r = cli("-v", "tag", "show", "missing", db=db, check=1)
-    assert "Traceback" in r.stderr and "UnknownTagError" in r.stderr
+    assert "Traceback" in r.stderr and "NotAStoreError" in r.stderr and "no conditions store" in r.stderr
+    assert not Path(db).exists()
     out = cli("--help").stdout
     for command in ("tag", "upload", "resolve"):
         assert command in out

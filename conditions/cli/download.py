@@ -1,0 +1,52 @@
+"""``conditionsdb download``: a basf2-compatible snapshot of global tags (the metadata
+SQLite file plus the payload files), like ``b2conditionsdb download``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .context import CliContext, pass_cli
+
+
+@click.command()
+@click.argument("tags", nargs=-1, required=True)
+@click.option("-o", "--output", "directory", required=True, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path), help="Snapshot directory (created if missing).")
+@click.option("--no-payloads", is_flag=True, help="Write only the metadata file, no payload files.")
+@click.option("--append", is_flag=True,
+              help="Keep the other tags of an existing snapshot in DIR (a tag downloaded again is replaced).")
+@pass_cli
+def download(cli: CliContext, tags: tuple[str, ...], directory: Path, no_payloads: bool, append: bool):
+    """Download global TAGS into DIR as a basf2 snapshot: DIR/metadata.sqlite and the
+    payload files in basf2's hashed layout. Use it in basf2 with
+    ``conditions.metadata_providers = ["DIR/metadata.sqlite"]`` and
+    ``conditions.payload_locations = ["DIR"]``, or here as ``--db DIR``.
+
+    Every file is verified (MD5, and SHA-256 where known) before it is put in place, and
+    the metadata file is written last: an interrupted download leaves no unverified file
+    and is resumed by running the command again (files already there are checked and
+    kept). Without --append, the metadata file is rewritten with just TAGS.
+    """
+    from ..snapshot import export_snapshot
+
+    store = cli.store
+    bar = cli.progress(None, "downloading", unit="payload")
+
+    def progress(done: int, total: int, payload) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.set_postfix_str(f"{payload.name} r{payload.revision}", refresh=False)
+        bar.update(done - bar.n)
+
+    with bar:
+        report = export_snapshot(store, list(tags), directory, payloads=not no_payloads, progress=progress,
+                                 append=append)
+    files = "no payload files (--no-payloads)" if no_payloads else (
+        f"{report.copied} payload files written, {report.present} already there and verified")
+    text = (f"snapshot {report.metadata_file}: {len(report.tags)} tag{'s' if len(report.tags) != 1 else ''} "
+            f"({', '.join(report.tags)}), {report.iovs} IoVs, {report.payloads} payloads; {files}")
+    cli.emit({"metadata_file": report.metadata_file, "directory": directory, "tags": report.tags,
+              "iovs": report.iovs, "payloads": report.payloads, "copied": report.copied,
+              "present": report.present, "with_payloads": not no_payloads}, text)

@@ -73,6 +73,9 @@ def app_from_environment() -> FastAPI:
     if not url:
         raise RuntimeError(f"{ENV_DB} is not set: start the server with `conditionsdb serve --db URL`")
     store = open_store(url, payload_dir=os.environ.get(ENV_PAYLOADS) or None)
+    # Error messages name the store by its description; anonymous clients need not learn
+    # the server's file paths or database host from them.
+    store.description = "the server's conditions database"
     options = {}
     if os.environ.get(ENV_MAX_UPLOAD):
         options["max_upload_bytes"] = int(os.environ[ENV_MAX_UPLOAD])

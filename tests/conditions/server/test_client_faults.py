@@ -63,8 +63,10 @@ def counting(responses: list[Response]):
     return handler, calls
 
 
-def test_503_twice_then_200_is_retried(httpserver):
-    handler, calls = counting([Response("busy", status=503), Response("busy", status=503),
+@pytest.mark.parametrize("status", [503, 429, 500, 502, 504])
+def test_503_twice_then_200_is_retried(httpserver, status):
+    handler, calls = counting([Response("busy", status=status, headers={"Retry-After": "0"}),
+                               Response("busy", status=status),
                                Response(json.dumps(TAG), content_type="application/json")])
     httpserver.expect_request("/api/v1/tags/gt").respond_with_handler(handler)
     assert fast_client(httpserver.url_for("")).tag_state("gt") is GlobalTagState.TESTING

@@ -187,7 +187,10 @@ def main() -> None:
 
     print(f"# machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
           f"python {sys.version.split()[0]}; {args.duration:g} s per configuration")
-    print(f"{'backend':<10} {'tag':<16} {'workers':>7} {'clients':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} errors")
+    # load1: the machine's 1-minute load average after each configuration (a shared
+    # 2-core machine: other jobs' CPU use shows up in the latencies).
+    print(f"{'backend':<10} {'tag':<16} {'workers':>7} {'clients':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'load1':>5} errors")
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         workdir = Path(tmp)
         for backend, url, _cluster in backend_urls(args.backends, workdir):
@@ -201,6 +204,7 @@ def main() -> None:
                             r = run_load(server.url, tag, clients, args.duration)
                             print(f"{backend:<10} {tag.removeprefix('bench_'):<16} {workers:>7} {clients:>7} "
                                   f"{r['rps']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+                                  f"{os.getloadavg()[0]:>5.1f} "
                                   f"{r['errors']}{' ' + ','.join(r['error_statuses']) if r['errors'] else ''}",
                                   flush=True)
                 finally:

@@ -168,7 +168,8 @@ def fake_basf2(monkeypatch):
     simulation = types.ModuleType("simulation")
 
     def add_simulation(path, bkgfiles=None):
-        for name in ["FullSim", *(["BGOverlayInput"] if bkgfiles else []), "PXDDigitizer", "BGOverlayExecutor"]:
+        overlay = ["BGOverlayInput"] if bkgfiles else []
+        for name in ["FullSim", *overlay, "PXDDigitizer", "BGOverlayExecutor"]:
             path.add_module(name)
 
     simulation.add_simulation = add_simulation

@@ -211,3 +211,19 @@ def test_checkpoint_path_expands_environment_variables(checkpoints, monkeypatch)
     monkeypatch.setenv("PXDBG_TEST_CKPT_DIR", str(checkpoints["A"].parent))
     gen = PXDBackgroundGenerator(checkpoint="$PXDBG_TEST_CKPT_DIR/a.safetensors", seed=1)
     assert gen.checkpoint == checkpoints["A"]
+
+
+def test_initialize_applies_thread_settings(checkpoints):
+    before = torch.get_num_threads()
+    try:
+        gen = PXDBackgroundGenerator(checkpoint=checkpoints["A"], seed=1, nintra=2,
+                                     ninter=torch.get_num_interop_threads())
+        gen.initialize()
+        assert torch.get_num_threads() == 2
+        # torch fixes the inter-op thread count once inter-op work has started: another
+        # count is then only logged as a warning, never a failure of the job
+        PXDBackgroundGenerator(checkpoint=checkpoints["A"], seed=1, nintra=1,
+                               ninter=torch.get_num_interop_threads() + 1).initialize()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

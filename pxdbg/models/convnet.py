@@ -4,8 +4,21 @@ One latent of 96 numbers per sensor image; a linear layer to ``(512, 8, 24)``, t
 stages of 5x5 convolution, batch norm, ReLU and nearest-neighbour x2 upsampling
 (512 -> 512 -> 256 -> 128 -> 64 -> 32 channels) up to 256 x 768, a 5x5 convolution to one
 channel and tanh. The sensors are not told apart: an event is 40 independent images,
-assigned to the sensors in basf2 order. Parameter names equal basf2's, so its state dicts
-load with ``strict=True``.
+assigned to the sensors in basf2 order.
+
+basf2 compatibility (checked numerically against an independent re-derivation of basf2's
+forward pass in ``tests/pxdbg/test_basf2_reference.py``):
+
+* weights: parameter and buffer names and shapes equal basf2's ``Model``, so its state
+  dicts load with ``strict=True``; the only key mapping, for old or DataParallel files, is
+  :func:`pxdbg.models.loading.adapt_legacy_state_dict` (drop a ``module.`` prefix, add
+  missing ``num_batches_tracked``);
+* latents: basf2 calls ``torch.manual_seed(seed)`` once and draws ``torch.randn(40, 96)``
+  per event on the model's device; pxdbg draws the same stream from a private CPU
+  ``torch.Generator`` seeded with the same value (identical on CPU; on a GPU basf2's
+  stream would differ, pxdbg's does not depend on the device);
+* output: ``256 ** (x / 2 + 1 / 2) - 1``, clamped, truncated to uint8, rows 3..252, no
+  threshold (:func:`pxdbg.transforms.model_to_adc`).
 """
 
 from __future__ import annotations

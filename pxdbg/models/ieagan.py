@@ -16,8 +16,22 @@ generation of PXD background" (Baran-phys/IEA-GAN), as shipped in basf2's
   upsampling) to 256 x 768, channels ``ch * (16, 16, 8, 8, 4, 2) -> ch * (16, 8, 8, 4, 2, 1)``;
 * basf2's 7 ADU cut, made in model space at -0.26 (see :mod:`pxdbg.transforms`).
 
-Parameter and buffer names equal basf2's, so its state dicts (the EMA generator weights)
-load with ``strict=True``.
+basf2 compatibility (checked numerically against an independent re-derivation of basf2's
+forward pass in ``tests/pxdbg/test_basf2_reference.py``):
+
+* weights: parameter and buffer names equal basf2's (BigGAN's ``u0``/``sv0``, ``gain``,
+  ``stored_mean``, ``blocks.<i>.0``, ``RR_G.layers.0...``), so its state dicts load with
+  ``strict=True``; basf2's parameterless dropout (p=0) at ``linear_net.1`` is an
+  ``nn.Identity`` here; other key mapping: only
+  :func:`pxdbg.models.loading.adapt_legacy_state_dict`;
+* spectral norm in evaluation as in basf2: one power-iteration step from the stored
+  ``u0`` per forward, ``u0`` not updated (so ``sv0`` is not used);
+* latents: ``torch.randn(40, 128)`` per event, the stream of ``torch.manual_seed(seed)``
+  (see :mod:`pxdbg.models.convnet`), labels 0..39;
+* relational reasoning: basf2 runs it over the whole batch, which is always one event
+  there; pxdbg runs it per event of 40, so batching events gives the same images;
+* output: basf2's cut ``x <= -0.26 -> -1``, then the conversion of
+  :func:`pxdbg.transforms.model_to_adc`, rows 3..252.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 One latent of 96 numbers per sensor image; a linear layer to ``(256, 8, 24)``, five
 pre-activation residual blocks that each double height and width
 (256 -> 256 -> 128 -> 64 -> 32 -> 16 channels, 1x1 convolution on the shortcut), then
-batch norm, ReLU, a 3x3 convolution to one channel and tanh. Parameter names equal
-basf2's, so its state dicts load with ``strict=True``.
+batch norm, ReLU, a 3x3 convolution to one channel and tanh. basf2 compatibility (state
+dict keys, latent stream, output conversion) as for :mod:`pxdbg.models.convnet`, checked
+in ``tests/pxdbg/test_basf2_reference.py``.
 """
 
 from __future__ import annotations

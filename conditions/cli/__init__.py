@@ -25,6 +25,7 @@ from .context import CliContext, ConditionsGroup, pass_cli  # noqa: F401  (re-ex
 @click.option("--token", envvar="CONDITIONSDB_TOKEN", metavar="SECRET",
               help="API token for writing to a server (env CONDITIONSDB_TOKEN).")
 @click.option("--token-file", envvar="CONDITIONSDB_TOKEN_FILE", metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
               help="File holding the API token (env CONDITIONSDB_TOKEN_FILE; default "
                    "~/.config/conditionsdb/token when it exists).")
 @click.option("--cache-dir", envvar="CONDITIONS_CACHE_DIR", metavar="DIR",

@@ -159,3 +159,38 @@ def test_upload_publish_resolve_download_cycle(backend: Backend, tmp_path):
     assert damaged.read_bytes() == b"gamma constants " + prefix.encode()
     assert not [p for p in snap.rglob(".tmp-*")], "no temp files left behind"
     assert os.path.exists(snap / "metadata.sqlite")
+
+
+def test_wrong_or_missing_token_exits_1_and_writes_nothing(cli_server, tmp_path):
+    env = cli_env(tmp_path)  # no default token file in this private config directory
+    g = ["--db", cli_server["server"].url]
+    database = write_testing_payloads(tmp_path / "localdb", "PXDToken")
+    with open_store(cli_server["url"], cli_server["payloads"]) as store:
+        store.create_tag("tokens_other")
+        store.create_tag("PXDtokens")
+
+    def nothing_written():
+        with open_store(cli_server["url"], cli_server["payloads"]) as store:
+            assert not [p for p in store.list_payloads() if p.name.startswith("PXDToken")]
+            assert store.iovs("tokens_other") == [] and store.iovs("PXDtokens") == []
+            assert [t.name for t in store.list_tags(pattern="*tokens*")] == ["PXDtokens", "tokens_other"]
+
+    r = run_cli(*g, "tag", "create", "tokens_new", env=env, check=1)
+    assert "needs an API token, and none was given" in r.stderr and "--token" in r.stderr
+    assert "token create" in r.stderr  # how to get one
+    r = run_cli(*g, "--token", "not-a-token", "upload", "tokens_other", str(database), env=env, check=1)
+    assert "refused the API token from --token or CONDITIONSDB_TOKEN" in r.stderr
+    assert "unknown or revoked token" in r.stderr and "Traceback" not in r.stderr
+    bad_file = tmp_path / "token"
+    bad_file.write_text("stale-secret\n")
+    r = run_cli(*g, "upload", "tokens_other", str(database), env=dict(env, CONDITIONSDB_TOKEN_FILE=str(bad_file)),
+                check=1)
+    assert f"token file {bad_file}" in r.stderr and "readable by others" in r.stderr
+    # a valid token whose scopes (iov:PXD*) do not cover the tag: refused before any upload
+    r = run_cli(*g, "--token", cli_server["limited"], "upload", "tokens_other", str(database), env=env, check=1)
+    assert "may not upload payloads and add IoVs in global tag 'tokens_other'" in r.stderr
+    nothing_written()
+    # ... and the same token where it may write
+    out = run_cli(*g, "upload", "PXDtokens", str(database), env=dict(env, CONDITIONSDB_TOKEN=cli_server["limited"]),
+                  ).stdout
+    assert "uploaded 3 of 3 distinct payloads" in out and "added 4 IoVs to PXDtokens" in out

@@ -11,7 +11,7 @@ Two forms:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -27,14 +27,13 @@ WRITABLE_STATES = (GlobalTagState.OPEN, GlobalTagState.RUNNING)
 
 @dataclass
 class _Item:
-    """One distinct payload (name + bytes) and the IoVs it gets."""
+    """One distinct payload (name + bytes)."""
 
     name: str
     file: Path
     md5: str
     sha256: str
     size: int
-    iovs: list[IntervalOfValidity] = field(default_factory=list)
     revision: int | None = None  # known when already stored, or once uploaded
     stored_before: bool = False
 
@@ -63,9 +62,10 @@ def upload(cli: CliContext, tag: str, file: Path, name: str | None, interval: In
         raise click.UsageError("give both --name and --iov to upload one payload file, or neither to upload "
                                "the payloads listed in a testing-payloads file (database.txt)")
     if name is not None:
-        items = [_hashed(name, file, [interval])]
+        items = [_hashed(name, file)]
+        lines = [(items[0], interval)]
     else:
-        items = _read_testing_payloads(file)
+        items, lines = _read_testing_payloads(file)
     store = cli.store if dry_run else cli.writable_store
     state = store.get_tag(tag).state  # an unknown tag fails here, before anything is written
     if state not in WRITABLE_STATES and not dry_run:
@@ -81,7 +81,11 @@ def upload(cli: CliContext, tag: str, file: Path, name: str | None, interval: In
         return ((item.name, item.sha256, iov.as_tuple()) not in existing
                 and (item.name, item.md5, iov.as_tuple()) not in existing)
 
-    new_iovs = [(item, iov) for item in items for iov in dict.fromkeys(item.iovs) if is_new(item, iov)]
+    # in file order (a RUNNING tag takes each name's IoVs only in increasing order), once each
+    unique: dict[tuple[int, IntervalOfValidity], tuple[_Item, IntervalOfValidity]] = {}
+    for item, iov in lines:
+        unique.setdefault((id(item), iov), (item, iov))
+    new_iovs = [pair for pair in unique.values() if is_new(*pair)]
     to_upload = [item for item in items if not item.stored_before]
     records = []
     if not dry_run:
@@ -102,28 +106,45 @@ def upload(cli: CliContext, tag: str, file: Path, name: str | None, interval: In
                 records = store.add_iovs(tag, wanted)
             else:
                 records = [store.add_iov(tag, n, r, iov) for n, r, iov in wanted]
+    if not dry_run:
+        _warn_if_resolution_differs(lines)
     _report(cli, tag, items, to_upload, new_iovs, records, dry_run, single=name is not None)
 
 
-def _hashed(name: str, file: Path, iovs: list[IntervalOfValidity]) -> _Item:
+def _hashed(name: str, file: Path) -> _Item:
     from ..cache import file_hashes
     from ..tags import validate_payload_name
 
     validate_payload_name(name)
     md5, sha256, size = file_hashes(file)
-    return _Item(name, file, md5, sha256, size, list(iovs))
+    return _Item(name, file, md5, sha256, size)
 
 
-def _read_testing_payloads(file: Path) -> list[_Item]:
-    """One item per distinct (name, bytes), in file order, with all its IoVs."""
+def _read_testing_payloads(file: Path) -> tuple[list[_Item], list[tuple[_Item, IntervalOfValidity]]]:
+    """One item per distinct (name, bytes), in file order; and the file's lines as
+    (item, iov), in file order."""
     from ..testing_payloads import parse_testing_payloads
 
     entries = parse_testing_payloads(file)
     items: dict[tuple[str, str], _Item] = {}
+    lines = []
     for entry in entries:
-        item = _hashed(entry.name, entry.file, [])
-        items.setdefault((item.name, item.sha256), item).iovs.append(entry.iov)
-    return list(items.values())
+        item = _hashed(entry.name, entry.file)
+        item = items.setdefault((item.name, item.sha256), item)
+        lines.append((item, entry.iov))
+    return list(items.values()), lines
+
+
+def _warn_if_resolution_differs(lines: list[tuple[_Item, IntervalOfValidity]]) -> None:
+    """In a testing-payloads file the later line wins where IoVs overlap; in a global tag
+    the higher revision does. Reused payloads can turn that order around: say where."""
+    for j, (later, later_iov) in enumerate(lines):
+        for earlier, earlier_iov in lines[:j]:
+            if (earlier.name == later.name and earlier is not later and later_iov.overlaps(earlier_iov)
+                    and (later.revision or 0) < (earlier.revision or 0)):
+                click.echo(f"warning: {later.name}: where {later_iov} overlaps {earlier_iov}, basf2 used the "
+                           f"later line (now r{later.revision}) but the tag resolves to the higher revision "
+                           f"r{earlier.revision}; check with `conditionsdb iov list`", err=True)
 
 
 def _find_stored(store, items: list[_Item]) -> None:

@@ -207,3 +207,29 @@ def test_verify_cache_reports_damage(invoke, tmp_path):
     invoke("verify", "--cache", "--repair", code=1)
     assert not (cache / bad_md5[:2] / bad_md5).exists() and (cache / md5[:2] / md5).exists()
     assert "1 files, 1 ok" in invoke("verify", "--cache").output
+
+
+def test_batch_upload_keeps_file_order_and_warns_where_basf2_would_differ(invoke, tmp_path, filled):
+    """Lines X, Y, X of one name: X is uploaded once (r1), Y is r2. The IoVs go in in file
+    order, which a RUNNING tag needs (each must start after the previous ones); and where
+    an earlier, higher revision would now win an overlap that basf2 gave the later line,
+    the command says so."""
+    local = tmp_path / "localdb"
+    local.mkdir()
+    for revision, data in [(1, b"X"), (2, b"Y"), (3, b"X")]:
+        (local / f"dbstore_R_rev_{revision}.root").write_bytes(data)
+    (local / "database.txt").write_text("dbstore/R 1 0,0,0,5\ndbstore/R 2 0,6,0,10\ndbstore/R 3 0,11,0,20\n")
+    with open_store(filled) as store:
+        store.create_tag("run")
+        store.set_tag_state("run", "RUNNING")
+    result = invoke("--db", str(filled), "upload", "run", str(local / "database.txt"))
+    assert "uploaded 2 of 2 distinct payloads" in result.output and "added 3 IoVs" in result.output
+    assert "warning" not in result.output
+    with open_store(filled) as store:
+        assert [(r.payload.revision, r.iov.as_tuple()) for r in store.iovs("run")] == [
+            (1, (0, 0, 0, 5)), (2, (0, 6, 0, 10)), (1, (0, 11, 0, 20))]
+
+    (local / "overlap.txt").write_text("dbstore/R 1 0,0,-1,-1\ndbstore/R 2 0,5,0,10\ndbstore/R 3 0,8,0,8\n")
+    invoke("--db", str(filled), "tag", "create", "overlap")
+    result = invoke("--db", str(filled), "upload", "overlap", str(local / "overlap.txt"))
+    assert "warning: R: where 0,8,0,8 overlaps 0,5,0,10" in result.output

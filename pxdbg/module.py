@@ -41,6 +41,8 @@ from .models.loading import load_generator
 log = logging.getLogger(__name__)
 
 DEFAULT_GLOBALTAG = "PXDBackgroundGenerator"
+#: Models that run faster in channels-last memory format on CPU (default layout choice).
+_CHANNELS_LAST_ON_CPU = frozenset({"convnet", "resnet"})
 _SEED_MIN, _SEED_MAX = -(2**63), 2**63 - 1
 
 #: ``resolver(model, exp, run, campaign, globaltag)`` -> a ResolvedCheckpoint, or a
@@ -124,7 +126,8 @@ class PXDBackgroundGenerator:
     :param framework_seed: the framework's random seed (basf2: ``basf2.get_random_seed()``)
     :param images_per_forward: at most this many sensor images per forward pass (memory)
     :param channels_last: run convolutions in channels-last memory format; None picks the
-        measured faster layout for the device (see BENCHMARKS.md)
+        layout measured faster (BENCHMARKS.md, "Generation"): channels-last for convnet and
+        resnet on CPU, NCHW otherwise
     """
 
     def __init__(self, model: str = "convnet", checkpoint: str | os.PathLike | None = None,
@@ -294,4 +297,7 @@ class PXDBackgroundGenerator:
     def _use_channels_last(self) -> bool:
         if self.channels_last is not None:
             return self.channels_last
-        return False
+        # Measured on CPU (BENCHMARKS.md, "Generation"): channels-last convolutions are
+        # ~1.3-1.4x faster for convnet and resnet; IEA-GAN showed no clear gain, and GPUs
+        # were not measured, so they keep the layout basf2 uses.
+        return self.device.type == "cpu" and self.model in _CHANNELS_LAST_ON_CPU

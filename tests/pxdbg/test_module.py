@@ -227,3 +227,20 @@ def test_initialize_applies_thread_settings(checkpoints):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_memory_layout_default_and_override(checkpoints):
+    def layout(**kwargs):
+        gen = PXDBackgroundGenerator(checkpoint=checkpoints["A"], seed=3, **kwargs)
+        gen.initialize()
+        weight = gen._model.features[0].weight
+        return weight.is_contiguous(memory_format=torch.channels_last), gen.generate_dense(1)
+
+    default_cl, default_events = layout()
+    nchw_cl, nchw_events = layout(channels_last=False)
+    assert default_cl and not nchw_cl, "convnet on CPU defaults to the measured faster channels-last"
+    # The layout changes kernels, not the events: at most a rare 1 ADU truncation flip.
+    diff = (default_events.int() - nchw_events.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-4
+    with pytest.raises(TypeError, match="channels_last"):
+        PXDBackgroundGenerator(channels_last="yes")

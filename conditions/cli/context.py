@@ -406,6 +406,8 @@ class ConditionsGroup(click.Group):
                 traceback.print_exc(file=sys.stderr)
             click.echo(f"error: {error}", err=True)
             hint = HINTS.get(getattr(error, "code", ""))
+            if hint is None and not isinstance(error, ConditionsError):
+                hint = "check the file or directory named above: does it exist, may you write there, is the disk full?"
             if hint:
                 click.echo(f"hint: {hint.format(default=default_token_file())}", err=True)
             ctx.exit(1)

@@ -64,7 +64,7 @@ def parse_iov(text: str):
     try:
         return IntervalOfValidity.parse(text)
     except ValueError as error:
-        raise click.BadParameter(str(error)) from None
+        raise click.BadParameter(str(error), param_hint="--iov") from None
 
 
 def _model_choice() -> click.Choice:

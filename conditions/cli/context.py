@@ -127,8 +127,9 @@ class CliContext:
         self.cache_dir = cache_dir
         self._store = None
         self._cache = None
-        #: How ``--db`` becomes a store: ``opener(cli, writable)``. Replaceable in tests.
-        self.opener: Callable[["CliContext", bool], Any] = open_cli_store
+        #: How ``--db`` becomes a store: ``opener(cli, mode)``, mode "read", "write" or
+        #: "create" (see open_cli_store). Replaceable in tests.
+        self.opener: Callable[["CliContext", str], Any] = open_cli_store
 
     # -- the store ---------------------------------------------------------------------
     @property
@@ -148,11 +149,11 @@ class CliContext:
     def is_remote(self) -> bool:
         return bool(self.db) and is_http(self.db)
 
-    def _open(self, writable: bool):
+    def _open(self, mode: str):
         if self._store is None:
             if not self.db:
                 raise click.UsageError("no store given: pass --db URL or set CONDITIONSDB_URL")
-            self._store = self.opener(self, writable)
+            self._store = self.opener(self, mode)
             log.info("opened %s", getattr(self._store, "description", self.db))
         return self._store
 
@@ -160,13 +161,22 @@ class CliContext:
     def store(self):
         """The store named by ``--db`` for reading: a missing SQLite file is an error, not
         a new empty store (a typo in --db must not create files)."""
-        return self._open(False)
+        return self._open("read")
 
     @property
     def writable_store(self):
-        """The store named by ``--db`` for writing: a missing SQLite file becomes a new store;
-        a snapshot is refused (ReadOnlyStoreError)."""
-        store = self._open(True)
+        """The store named by ``--db`` for changing: it must exist; a snapshot is refused
+        (ReadOnlyStoreError)."""
+        return self._writable("write")
+
+    @property
+    def creating_store(self):
+        """Like :attr:`writable_store`, but a missing SQLite file becomes a new store (for
+        the commands that make sense on an empty store: ``tag create``, ``token create``)."""
+        return self._writable("create")
+
+    def _writable(self, mode: str):
+        store = self._open(mode)
         if getattr(store, "read_only", False):
             raise ReadOnlyStoreError(f"{store.description} is read-only; --db must name a store or a server to write")
         return store
@@ -226,9 +236,14 @@ class CliContext:
                     disable=True if self.json_output else None, dynamic_ncols=True)
 
 
-def open_cli_store(cli: CliContext, writable: bool):
+def open_cli_store(cli: CliContext, mode: str):
     """Open ``--db``: an http(s) server (the REST client), PostgreSQL, an SQLite store, or
-    (read-only) a basf2 snapshot directory or metadata file."""
+    (read-only) a basf2 snapshot directory or metadata file.
+
+    ``mode``: "read", "write" (a snapshot is refused), or "create" (also: a missing SQLite
+    file becomes a new store; otherwise it is NotAStoreError, so a typo creates nothing).
+    """
+    writable = mode != "read"
     spec = str(cli.db).strip()
     lower = spec.lower()
     if is_http(spec):
@@ -264,7 +279,7 @@ def open_cli_store(cli: CliContext, writable: bool):
         if writable:
             raise ReadOnlyStoreError(f"{path} is a basf2 snapshot, which is read-only")
         return SnapshotSource(path)
-    if str(path) and not path.exists() and not writable:
+    if str(path) and not path.exists() and mode != "create":
         raise NotAStoreError(
             f"no conditions store at {path} (no such file); check --db, or create a store there with "
             f"`conditionsdb --db {spec} tag create NAME`"

@@ -25,7 +25,7 @@ def tag():
 def create(cli: CliContext, name: str, description: str):
     """Create the OPEN global tag NAME."""
     cli.check_can_write(None, "create a global tag")
-    info = cli.writable_store.create_tag(name, description)
+    info = cli.creating_store.create_tag(name, description)
     cli.emit(info, f"created global tag {info.name} ({info.state.value})")
 
 

@@ -35,7 +35,7 @@ def create(cli: CliContext, name: str, scopes: tuple[str, ...]):
     """Create a token for NAME (who it is for: it signs the audit log) and print its secret once."""
     checked = [_check_scope(s) for s in scopes]
     cli.check_can_write(None, "create tokens")
-    info, secret = cli.writable_store.create_token(name, checked)
+    info, secret = cli.creating_store.create_token(name, checked)
     cli.emit({"token": info, "secret": secret},
              f"token {info.token_id} for {info.name} ({', '.join(info.scopes)})\n"
              f"secret (shown only now, store it safely): {secret}")

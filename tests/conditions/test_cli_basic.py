@@ -57,10 +57,10 @@ def test_errors_say_what_went_wrong_and_what_to_do(tmp_path):
     db = str(tmp_path / "conditions.db")
     payload = tmp_path / "p.txt"
     payload.write_bytes(b"x")
-    r = cli("tag", "state", "missing", "TESTING", db=db, check=1)
-    assert "no global tag named 'missing'" in r.stderr and "conditionsdb tag list" in r.stderr
     r = cli("tag", "create", "bad name", db=db, check=1)
     assert "invalid global tag name" in r.stderr
+    r = cli("tag", "state", "missing", "TESTING", db=db, check=1)
+    assert "no global tag named 'missing'" in r.stderr and "conditionsdb tag list" in r.stderr
     cli("tag", "create", "gt", db=db)
     cli("tag", "state", "gt", "TESTING", db=db)
     r = cli("upload", "gt", str(payload), "--name", "P", "--iov", "0,0,-1,-1", db=db, check=1)

@@ -91,7 +91,10 @@ def test_global_usage_errors(invoke, tmp_path):
     result = invoke("--db", str(tmp_path / "c.db"), "--token-file", str(tmp_path / "nope"), "tag", "list", code=2)
     assert "--token-file" in result.output and "does not exist" in result.output
     # reading a store that is not there creates nothing, and says how to create one
-    for args in (["tag", "list"], ["upload", "gt", __file__, "--name", "P", "--iov", "0,0,-1,-1", "--dry-run"]):
+    # (and neither does a change: only `tag create` and `token create` start a new store)
+    for args in (["tag", "list"], ["upload", "gt", __file__, "--name", "P", "--iov", "0,0,-1,-1", "--dry-run"],
+                 ["upload", "gt", __file__, "--name", "P", "--iov", "0,0,-1,-1"], ["tag", "state", "gt", "TESTING"],
+                 ["iov", "delete", "gt", "1"]):
         result = invoke("--db", str(tmp_path / "typo.db"), *args, code=1)
         assert "no conditions store at" in result.output and "tag create" in result.output
     assert not (tmp_path / "typo.db").exists()

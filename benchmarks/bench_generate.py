@@ -4,7 +4,8 @@ variant, with the digit conversion timed separately.
 Full-size models (the basf2 architectures) with random weights: speed does not depend on
 the weight values, but the digit conversion depends on the occupancy, so the output
 layer's bias is shifted until ~2-5% of the pixels fire (real PXD background is below that;
-the conversion figure is therefore an upper bound). Variants:
+the conversion figure is therefore an upper bound; the table lists digits per event).
+Variants:
 
   basf2      torch.no_grad, NCHW, one event (40 images) per forward  -- what basf2 does
   inference  torch.inference_mode instead of no_grad
@@ -41,26 +42,40 @@ from pxdbg.models.common import sample_latents  # noqa: E402
 from pxdbg.transforms import model_to_adc  # noqa: E402
 
 
-def _output_bias(name: str, model: torch.nn.Module) -> torch.Tensor:
-    return {"ieagan": lambda: model.output_layer[2].bias, "convnet": lambda: model.features[-1].bias,
-            "resnet": lambda: model.conv.bias}[name]()
+def _output_conv(name: str, model: torch.nn.Module) -> torch.nn.Module:
+    """The last convolution, whose output goes through tanh."""
+    return {"ieagan": lambda: model.output_layer[2], "convnet": lambda: model.features[-1],
+            "resnet": lambda: model.conv}[name]()
 
 
 def build(name: str, occupancy: float = 0.03) -> torch.nn.Module:
     """Full-size model with random weights, its output bias shifted so that about
-    ``occupancy`` of the pixels get ADU >= 1 (calibrated on two images)."""
+    ``occupancy`` of the pixels fire (ADU >= 1; IEA-GAN: above its 7 ADU cut).
+
+    Calibrated on the pre-tanh values (captured by a hook): random weights saturate tanh
+    for most pixels (IEA-GAN), which an inversion of the tanh output could not see past.
+    """
     torch.manual_seed(0)
-    model = get_model(name).Model().eval().requires_grad_(False)
-    z = torch.randn(40, get_model(name).LATENT_DIM)
+    module = get_model(name)
+    model = module.Model().eval().requires_grad_(False)
+    z = torch.randn(40, module.LATENT_DIM)
+    conv = _output_conv(name, model)
+    captured = []
+    hook = conv.register_forward_hook(lambda mod, inp, out: captured.append(out))
     with torch.inference_mode():
-        # IEA-GAN images differ per sensor: calibrate on all 40; the others on two
-        out = model(z, torch.arange(40)) if name == "ieagan" else model(z[:2])
-        y = torch.atanh(out.clamp(-0.999999, 0.999999)).flatten()
-        # ADU >= 1 needs model output > 2 * log(2) / log(256) - 1 = -0.75
-        shift = torch.atanh(torch.tensor(-0.75)) - torch.quantile(y[:: max(1, y.numel() // 1_000_000)],
-                                                                  1 - occupancy)
+        # IEA-GAN images differ per sensor: calibrate on a whole event; the others on two
+        if name == "ieagan":
+            model(z, torch.arange(40))
+        else:
+            model(z[:2])
+    hook.remove()
+    pre = captured[0][:, 0, 3:-3].flatten()  # the cropped rows only
+    # A pixel fires when the model output exceeds x_fire: ADU >= 1 needs
+    # x > 2 * log(2) / log(256) - 1 = -0.75; IEA-GAN's cut keeps x > -0.26.
+    x_fire = getattr(module, "MODEL_CUT", None) or -0.75
+    q = torch.quantile(pre[:: max(1, pre.numel() // 1_000_000)], 1 - occupancy)
     with torch.no_grad():
-        _output_bias(name, model).add_(shift)
+        conv.bias.add_(torch.atanh(torch.tensor(x_fire)) - q)
     return model
 
 
@@ -68,7 +83,10 @@ def forward_images(name, model, z, grad_mode, images):
     """Forward + ADC conversion of the first ``images`` images of each event in z."""
     module = get_model(name)
     n = z.shape[0] // 40
-    keep = (torch.arange(n * 40) % 40) < images
+    # spread over the event (sensors 0, 10, 20, 30 for 4 images): IEA-GAN's images, and so
+    # the digit count the conversion is timed on, differ per sensor
+    keep = (torch.arange(n * 40) % 40) % (40 // images) == 0
+    keep &= (torch.arange(n * 40) % 40) < images * (40 // images)
     with grad_mode():
         if name == "ieagan":
             # the conditioning needs the whole event; the images are independent after it

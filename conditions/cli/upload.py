@@ -53,9 +53,10 @@ def upload(cli: CliContext, tag: str, file: Path, name: str | None, interval: In
     every payload listed in the testing-payloads file FILE (e.g. localdb/database.txt).
 
     Identical bytes already stored under a name are reused, not stored twice; IoVs the tag
-    already has are not added again. One file: payload and IoV are written in one
-    transaction on a database (on a server, the payload first). A testing-payloads file:
-    the IoVs are added together at the end (all or none on a database).
+    already has are not added again, so after a failure the same command can simply be run
+    again. One file: payload and IoV are written in one transaction on a database (on a
+    server, the payload first). A testing-payloads file: the payloads first, then the IoVs,
+    in file order (on a database in one transaction, all or none).
     """
     metadata = parse_metadata(meta)
     if (name is None) != (interval is None):
@@ -109,6 +110,9 @@ def upload(cli: CliContext, tag: str, file: Path, name: str | None, interval: In
     if not dry_run:
         _warn_if_resolution_differs(lines)
     _report(cli, tag, items, to_upload, new_iovs, records, dry_run, single=name is not None)
+    if dry_run and new_iovs and state not in WRITABLE_STATES and not cli.json_output:
+        click.echo(f"note: {tag} is {state.value}: only OPEN and RUNNING tags take new IoVs, so this upload "
+                   "would be refused", err=True)
 
 
 def _hashed(name: str, file: Path) -> _Item:

@@ -167,6 +167,9 @@ def test_batch_upload_into_a_frozen_tag_stores_nothing(invoke, tmp_path, filled)
     database = write_testing_payloads(tmp_path / "localdb", "Frozen")
     with open_store(filled) as store:
         store.set_tag_state("gt", "TESTING")
+    result = invoke("--db", str(filled), "upload", "gt", str(database), "--dry-run")
+    assert "would upload 3 of 3" in result.output and "gt is TESTING" in result.output
+    assert "would be refused" in result.output
     result = invoke("--db", str(filled), "upload", "gt", str(database), code=1)
     assert "TESTING" in result.output and "nothing was uploaded" in result.output and "clone" in result.output
     with open_store(filled) as store:

@@ -115,6 +115,10 @@ def handle_errors(func: Callable) -> Callable:
               help="Global tag providing the checkpoints when no campaign is given.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Use this checkpoint file for every run instead of resolving one.")
+@click.option("--source", "sources", multiple=True, metavar="SPEC",
+              help="Conditions source to resolve checkpoints from (repeatable, tried in order, before the "
+                   "embedded store): store path, sqlite:///, postgresql://, http://server or a snapshot "
+                   "directory. Default: $PXDBG_CONDITIONS.")
 @click.option("--seed", type=int, help="Seed; default: a random one, recorded in the output file.")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda:0.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
@@ -126,7 +130,8 @@ def handle_errors(func: Callable) -> Callable:
               default=Path("pxd_background.h5"), show_default=True, help="Output pxd-digits file.")
 @handle_errors
 def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: Path | None, model: str,
-             campaign: str | None, globaltag: str, checkpoint: Path | None, seed: int | None, device: str,
+             campaign: str | None, globaltag: str, checkpoint: Path | None, sources: tuple[str, ...],
+             seed: int | None, device: str,
              threads: int, batch: int, progress: bool | None, output: Path) -> None:
     """Generate PXD background events and write them as a pxd-digits file."""
     import secrets
@@ -147,8 +152,17 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
     if seed is None:
         seed = secrets.randbelow(2**64) - 2**63
         log.info("random seed %d", seed)
+    registry = None
+    if sources:
+        if checkpoint is not None:
+            raise click.UsageError("give --checkpoint or --source, not both")
+        from registry.resolve import CheckpointRegistry
+
+        # Sources given here replace $PXDBG_CONDITIONS; the embedded store stays last.
+        registry = CheckpointRegistry(list(sources))
     gen = PXDBackgroundGenerator(model=model, checkpoint=checkpoint, seed=seed, nintra=threads,
-                                 globaltag=globaltag, campaign=campaign, device=device)
+                                 globaltag=globaltag, campaign=campaign, device=device,
+                                 resolver=registry.as_resolver() if registry is not None else None)
     gen.initialize()
     total = sum(n for _, _, n in plan)
     attrs = {"generator_model": model, "generator_seed": seed,
@@ -169,6 +183,8 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
         writer.set_attrs(generator_checkpoints="\n".join(gen.stats.checkpoints), generator_loads=gen.stats.loads)
     bar.close()
     gen.terminate()
+    if registry is not None:
+        registry.close()
     s = gen.stats
     click.echo(f"wrote {s.events} events ({len(plan)} run(s), {s.digits / max(s.events, 1):.0f} digits/event, "
                f"{s.loads} checkpoint load(s)) to {output}", err=True)

@@ -1,0 +1,73 @@
+"""`pxdbg generate` picks its conditions source: ``--source`` before ``PXDBG_CONDITIONS``
+before the embedded store, and the log says which source answered."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conditions.iov import IntervalOfValidity as IoV
+from conditions.snapshot import export_snapshot
+from conditions.store import open_store
+from pxdbg.cli import main
+from pxdbg.digits import DigitsReader
+from pxdbg.models.loading import save_generator
+from registry.admin import publish_tag, upload_checkpoint
+from registry.campaigns import Campaign, campaign_tag, create_campaign
+from tests.pxdbg.tiny_models import tiny_convnet
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def campaign_store(tmp_path):
+    """Campaign "c" with one tiny convnet for exp 3 in an SQLite store, and a snapshot of it."""
+    db = tmp_path / "c.db"
+    with open_store(db) as store:
+        create_campaign(store, Campaign(name="c"))
+        file = save_generator(tmp_path / "c.safetensors", "convnet", tiny_convnet(3), campaign="c")
+        upload_checkpoint(store, file, model="convnet", campaign="c", iov=IoV(3, 0, 3, -1))
+        publish_tag(store, campaign_tag("c"))
+        export_snapshot(store, [campaign_tag("c")], tmp_path / "snapshot")
+    return db, tmp_path / "snapshot"
+
+
+def generate(tmp_path, *args: str):
+    out = tmp_path / "out.h5"
+    result = CliRunner().invoke(main, ["-v", "generate", "--events", "1", "--campaign", "c", "--runs", "3:1-2",
+                                       "--seed", "1", "--no-progress", "-o", str(out), *args])
+    return result, out
+
+
+def test_source_argument_takes_precedence_over_the_environment(campaign_store, tmp_path, monkeypatch, caplog):
+    db, snapshot = campaign_store
+    monkeypatch.setenv("PXDBG_CONDITIONS", str(tmp_path / "not-there"))
+    with caplog.at_level(logging.INFO, logger="registry.resolve"):
+        result, out = generate(tmp_path, "--source", str(db))
+    assert result.exit_code == 0, result.output
+    # The argument replaced the environment: the broken env source was never asked.
+    assert "not-there" not in caplog.text
+    answered = [r.getMessage() for r in caplog.records if r.name == "registry.resolve" and r.levelno == logging.INFO]
+    assert len(answered) == 1 and answered[0].endswith(f"from sqlite:///{db}")  # run 2 came from the cache
+    with DigitsReader(out) as reader:
+        assert list(reader.run) == [1, 2] and reader.attrs["generator_loads"] == 1
+
+
+def test_environment_sources_in_order_then_the_reason_is_logged(campaign_store, tmp_path, monkeypatch, caplog):
+    _db, snapshot = campaign_store
+    monkeypatch.setenv("PXDBG_CONDITIONS", f"{tmp_path / 'not-there'},{snapshot}")
+    with caplog.at_level(logging.INFO, logger="registry.resolve"):
+        result, _ = generate(tmp_path)
+    assert result.exit_code == 0, result.output
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "not-there" in warning and "NotAStoreError" in warning
+    assert any(r.getMessage().endswith(f"from snapshot:{snapshot / 'metadata.sqlite'}") for r in caplog.records)
+
+
+def test_source_and_checkpoint_exclude_each_other(campaign_store, tmp_path):
+    db, _ = campaign_store
+    result, out = generate(tmp_path, "--source", str(db), "--checkpoint", str(tmp_path / "c.safetensors"))
+    assert result.exit_code == 2 and "not both" in result.output and not out.exists()

@@ -7,7 +7,7 @@ import click
 from .context import IOV_HEADERS, CliContext, iov_rows, pass_cli, run_option, table
 
 
-@click.command()
+@click.command(short_help="IoVs in one global tag and not in the other.")
 @click.argument("tag_a")
 @click.argument("tag_b")
 @run_option("Only IoVs valid for this experiment and run.")

@@ -10,7 +10,7 @@ import click
 from .context import CliContext, pass_cli
 
 
-@click.command()
+@click.command(short_help="Global tags as a basf2 snapshot (metadata + payload files).")
 @click.argument("tags", nargs=-1, required=True)
 @click.option("-o", "--output", "directory", required=True, metavar="DIR",
               type=click.Path(file_okay=False, path_type=Path), help="Snapshot directory (created if missing).")

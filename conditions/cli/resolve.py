@@ -9,7 +9,7 @@ from ..payload import hash_file
 from .context import CliContext, pass_cli
 
 
-@click.command()
+@click.command(short_help="The verified local file of a payload for one run.")
 @click.argument("tags")
 @click.argument("name")
 @click.argument("exp", type=click.IntRange(min=0))

@@ -7,7 +7,7 @@ import click
 from .context import CliContext, pass_cli
 
 
-@click.command()
+@click.command(short_help="Run the REST server (FastAPI under uvicorn) for a store.")
 @click.option("--db", "db", metavar="URL", default=None,
               help="The store to serve (default: the global --db / CONDITIONSDB_URL).")
 @click.option("--payloads", "payloads", metavar="DIR", default=None,

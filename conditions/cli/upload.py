@@ -38,7 +38,7 @@ class _Item:
     stored_before: bool = False
 
 
-@click.command()
+@click.command(short_help="Upload a payload file, or a testing-payloads file's payloads.")
 @click.argument("tag")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", "name", default=None, help="Payload name, e.g. BeamSpot (one file).")

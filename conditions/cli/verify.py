@@ -9,7 +9,7 @@ import click
 from .context import CliContext, pass_cli, table
 
 
-@click.command()
+@click.command(short_help="Re-hash the payload files of a snapshot or the cache.")
 @click.argument("directory", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--cache", "cache", is_flag=True,
               help="Check the payload cache (--cache-dir / CONDITIONS_CACHE_DIR) instead of a snapshot.")

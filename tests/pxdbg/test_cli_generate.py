@@ -110,3 +110,10 @@ def test_overlay_command(checkpoints, tmp_path):
     result = runner.invoke(main, ["overlay", "--signal", str(sig), "--background", str(tmp_path / "no.h5"),
                                   "-o", str(merged)])
     assert result.exit_code == 2
+
+
+def test_generate_shows_a_progress_bar(checkpoints, tmp_path):
+    result = CliRunner().invoke(main, ["generate", "--events", "2", "--checkpoint", str(checkpoints["A"]),
+                                       "--seed", "3", "--progress", "-o", str(tmp_path / "p.h5")])
+    assert result.exit_code == 0, result.output
+    assert "pxdbg generate convnet" in result.output and "2/2" in result.output

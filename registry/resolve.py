@@ -126,6 +126,10 @@ class _SourceSlot:
         self.options = dict(options or {})
         self._source: MetadataSource | None = spec if isinstance(spec, MetadataSource) else None
         self._owned = self._source is None
+        #: (tag, payload name) -> [(iov, revision), ...] as listed by this source: the
+        #: validity range of every new answer needs them, and listing a whole tag per
+        #: IoV boundary would make a job's lookups grow with the square of its IoVs.
+        self.iov_lists: dict[tuple[str, str], list[tuple[IntervalOfValidity, int]]] = {}
 
     @property
     def description(self) -> str:
@@ -147,6 +151,7 @@ class _SourceSlot:
 
     def reset(self) -> None:
         """Forget a failed connection so the next lookup opens it again."""
+        self.iov_lists.clear()
         if self._owned and self._source is not None:
             try:
                 self._source.close()
@@ -282,7 +287,7 @@ class CheckpointRegistry:
                 log.warning("conditions source %s failed: %s", slot.description, reason)
                 slot.reset()
                 continue
-            valid = self._valid_range(source, tags, tag_index, resolved, exp, run)
+            valid = self._valid_range(slot, source, tags, tag_index, resolved, exp, run)
             found = RegistryCheckpoint(
                 path=Path(path), manifest=manifest, payload_key=resolved.payload.key,
                 payload=resolved.payload, iov=resolved.iov, valid=valid,
@@ -318,22 +323,28 @@ class CheckpointRegistry:
         )
 
     @staticmethod
-    def _valid_range(source: MetadataSource, tags: tuple[str, ...], tag_index: int,
+    def _valid_range(slot: _SourceSlot, source: MetadataSource, tags: tuple[str, ...], tag_index: int,
                      resolved: ResolvedPayload, exp: int, run: int) -> IntervalOfValidity:
         """The run range around (exp, run) over which ``resolved`` stays the answer."""
         point = IntervalOfValidity(exp, run, exp, run)
         name = resolved.payload.name
+
+        def listed(tag: str) -> list[tuple[IntervalOfValidity, int]]:
+            # Kept like the resolved entries themselves: valid until clear_cache().
+            key = (tag, name)
+            if key not in slot.iov_lists:
+                slot.iov_lists[key] = [(r.iov, r.payload.revision) for r in source.iovs(tag, name=name)]
+            return slot.iov_lists[key]
+
         blockers: list[IntervalOfValidity] = []
         try:
             for tag in tags[:tag_index]:
                 try:
-                    blockers.extend(record.iov for record in source.iovs(tag, name=name))
+                    blockers.extend(iov for iov, _revision in listed(tag))
                 except UnknownTagError:
                     continue
-            blockers.extend(
-                record.iov for record in source.iovs(resolved.tag, name=name)
-                if record.payload.revision > resolved.payload.revision
-            )
+            blockers.extend(iov for iov, revision in listed(resolved.tag)
+                            if revision > resolved.payload.revision)
         except Exception as error:  # a source that cannot list IoVs: cache this run only
             log.debug("cannot list IoVs in %s (%s); caching the single run", source.description, error)
             return point
@@ -367,6 +378,8 @@ class CheckpointRegistry:
         """Forget every resolved checkpoint (e.g. after editing an OPEN tag)."""
         with self._lock:
             self._entries.clear()
+            for slot in self._slots:
+                slot.iov_lists.clear()
 
     def close(self) -> None:
         self.clear_cache()

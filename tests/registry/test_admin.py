@@ -76,6 +76,7 @@ class _Evil:
         return (print, ("pwned",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the raw pickle below, refused anyway
 def test_legacy_import_converts_and_refuses_code(tmp_path, capsys):
     legacy = tmp_path / "basf2.pth"
     torch.save({"fc.weight": torch.arange(6.0).reshape(2, 3)}, legacy)

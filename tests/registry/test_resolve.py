@@ -21,6 +21,7 @@ def _counting(store):
     class Counting(MetadataSource):
         description = store.description
         resolves = 0
+        listings = 0
 
         def tag_state(self, tag):
             return store.tag_state(tag)
@@ -30,6 +31,7 @@ def _counting(store):
             return store.resolve(*args, **kwargs)
 
         def iovs(self, *args, **kwargs):
+            type(self).listings += 1
             return store.iovs(*args, **kwargs)
 
         def fetch_payload(self, payload, destination):
@@ -109,6 +111,29 @@ def test_cache_is_exact_across_boundaries_and_overrides(sqlite_store, make_check
     assert source.resolves == again  # the second pass is all cache hits
     # Same file, same identity: the generator would not reload.
     assert registry.resolve("convnet", 1, 60, globaltag=tags).payload_key == first.payload_key
+
+
+def test_a_job_lists_each_tag_once_and_clear_cache_sees_edits(sqlite_store, make_checkpoint, payload_cache):
+    """The validity range of each new answer needs the tag's IoV list: it is fetched once
+    per (tag, payload), not at every IoV boundary (which would cost a whole-tag listing,
+    over the network for a server, per boundary)."""
+    store = sqlite_store
+    store.create_tag("runs")
+    for k in range(20):
+        upload_checkpoint(store, make_checkpoint(value=float(k)), model="convnet", globaltag="runs",
+                          iov=IoV(1, 10 * k, 1, 10 * k + 9))
+    source = _counting(store)
+    registry = CheckpointRegistry([source], use_embedded=False, cache=payload_cache, allow_open=True)
+    assert [_value(registry.resolve("convnet", 1, run, globaltag="runs")) for run in range(0, 200, 5)] == \
+        [float(run // 10) for run in range(0, 200, 5)]
+    assert source.resolves == 20 and source.listings == 1
+    # The tag is still OPEN: an override added now is seen only after clear_cache().
+    upload_checkpoint(store, make_checkpoint(value=99.0), model="convnet", globaltag="runs", iov=IoV(1, 12, 1, 13))
+    assert _value(registry.resolve("convnet", 1, 12, globaltag="runs")) == 1.0
+    registry.clear_cache()
+    assert [_value(registry.resolve("convnet", 1, run, globaltag="runs")) for run in (11, 12, 13, 14)] == [1, 99, 99, 1]
+    assert registry.resolve("convnet", 1, 14, globaltag="runs").valid == IoV(1, 14, 1, 19)
+    assert source.listings == 2
 
 
 def test_manifest_mismatch_is_refused(sqlite_store, make_checkpoint, payload_cache):

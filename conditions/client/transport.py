@@ -202,11 +202,14 @@ class Transport:
             try:
                 try:
                     result = handle(response)
-                except BadAnswer as error:
-                    outcomes.append(_Outcome(server, str(error)))
-                    continue
-                except requests.RequestException as error:  # failures while streaming a body
-                    outcomes.append(_Outcome(server, _describe(error)))
+                except (BadAnswer, requests.RequestException) as error:  # (the latter: while streaming)
+                    reason = str(error) if isinstance(error, BadAnswer) else _describe(error)
+                    outcomes.append(_Outcome(server, reason))
+                    if not idempotent:
+                        # The server took the write and then answered badly: it may have
+                        # applied it, so another server must not apply it a second time.
+                        outcomes[-1].reason += " (not repeated: the server may have applied it)"
+                        break
                     continue
             finally:
                 response.close()

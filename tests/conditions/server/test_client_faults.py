@@ -153,6 +153,18 @@ def test_writes_are_not_repeated_after_a_server_error(httpserver):
     assert len(calls) == 1
 
 
+def test_a_write_answered_badly_is_not_repeated_elsewhere(httpserver, second_server):
+    # The first server created the tag, then sent garbage: sending the same POST to the
+    # next server could apply it twice.
+    httpserver.expect_request("/api/v1/tags", method="POST").respond_with_data(
+        '{"name": "new", "sta', status=201, content_type="application/json")
+    handler, calls = counting([Response(json.dumps(TAG), status=201, content_type="application/json")])
+    second_server.expect_request("/api/v1/tags", method="POST").respond_with_handler(handler)
+    with pytest.raises(AllServersFailedError, match="may have applied it"):
+        fast_client(httpserver.url_for(""), second_server.url_for(""), token="t").create_tag("new")
+    assert calls == []
+
+
 def test_truncated_download_is_never_cached(httpserver, tmp_path):
     def truncated(request: Request) -> Response:
         response = Response(DATA[:100], content_type="application/octet-stream")

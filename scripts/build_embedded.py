@@ -9,6 +9,10 @@
     # output bias is set for ~1% pixel occupancy, see `pxdbg checkpoint init`)
     python scripts/build_embedded.py --untrained
 
+    # with the held-out validation of each checkpoint (``pxdbg validate``'s report.json)
+    # recorded in its manifest as ``heldout_*`` metrics:
+    python scripts/build_embedded.py convnet=convnet.safetensors --validation convnet=val/convnet/report.json ...
+
 Models not given a file are refused unless --untrained is passed, in which case they get
 an untrained placeholder. Weights are stored as float16 (loaded back into float32
 models) unless --dtype float32. The manifests must match the architecture versions of the
@@ -38,9 +42,37 @@ def untrained_placeholder(model: str, directory: Path, seed: int) -> Path:
                                 software=software_versions())
 
 
+def with_validation(checkpoint: Path, report_file: Path, directory: Path) -> Path:
+    """A copy of ``checkpoint`` whose manifest metrics also hold the headline numbers of a
+    ``pxdbg validate`` report (prefixed ``heldout_``, with the event counts), so that the
+    shipped file says how it was validated, not only how it was trained."""
+    import json
+    from dataclasses import replace
+
+    from registry.checkpoint import read_checkpoint, write_checkpoint
+
+    report = json.loads(report_file.read_text())
+    try:
+        scalars = report["scalars"]
+        counts = {"heldout_generated_events": report["n_generated"], "heldout_reference_events": report["n_reference"]}
+    except (KeyError, TypeError):
+        raise ValueError(f"{report_file}: not a pxdbg validate report.json") from None
+    tensors, manifest = read_checkpoint(checkpoint)
+    if manifest is None:
+        raise ValueError(f"{checkpoint}: checkpoint carries no manifest")
+    metrics = dict(manifest.metrics)
+    metrics.update({f"heldout_{k}": float(v) for k, v in scalars.items() if v is not None})
+    metrics.update({k: float(v) for k, v in counts.items()})
+    out = directory / f"{manifest.model}-validated.safetensors"
+    write_checkpoint(out, tensors, replace(manifest, metrics=metrics))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="*", metavar="MODEL=FILE", help="a checkpoint per model")
+    parser.add_argument("--validation", action="append", default=[], metavar="MODEL=REPORT",
+                        help="a pxdbg validate report.json whose scalars go into MODEL's manifest (repeatable)")
     parser.add_argument("--untrained", action="store_true",
                         help="give models without a file an untrained placeholder")
     parser.add_argument("--dtype", choices=["float16", "float32", "keep"], default="float16",
@@ -62,7 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     if missing and not args.untrained:
         parser.error(f"no checkpoint for {', '.join(missing)} (give MODEL=FILE, or --untrained for placeholders)")
 
+    reports: dict[str, Path] = {}
+    for item in args.validation:
+        model, sep, file = item.partition("=")
+        if not sep or model not in given:
+            parser.error(f"--validation expects MODEL=REPORT for a MODEL given a checkpoint; got {item!r}")
+        if not Path(file).is_file():
+            parser.error(f"{file}: no such file")
+        reports[model] = Path(file)
+
     with tempfile.TemporaryDirectory(prefix="pxdbg-untrained-") as tmp:
+        for model, report in reports.items():
+            given[model] = with_validation(given[model], report, Path(tmp))
+            print(f"{model}: held-out validation from {report} recorded in the manifest")
         for model in missing:
             given[model] = untrained_placeholder(model, Path(tmp), args.seed)
             print(f"{model}: untrained placeholder ({given[model].stat().st_size / 1e6:.1f} MB as float32)")

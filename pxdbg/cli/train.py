@@ -2,6 +2,7 @@
 
     pxdbg train --model resnet --data train.h5 --steps 2000 --batch 8 -o runs/resnet
     pxdbg train --model resnet --data train.h5 --steps 4000 --resume -o runs/resnet
+    pxdbg train --model ieagan --data train.h5 --steps 300 --ema-decay 0.99 --ema-start 100 -o runs/ieagan
 
 convnet and resnet train with WGAN-GP, ieagan with the IEA-GAN objective (one event of 40
 sensor images per step). The run directory receives ``checkpoints/``, ``metrics.jsonl``,
@@ -35,6 +36,13 @@ import click
 @click.option("--lr-d", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Discriminator learning rate.")
 @click.option("--n-critic", type=click.IntRange(min=1), default=None, help="Critic steps per generator step [5].")
+@click.option("--ema-decay", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              help="ieagan: decay of the generator weight average that is shipped [0.9999]. The "
+                   "published value averages over ~10000 steps; short runs need a smaller one "
+                   "(0 ships the live weights).")
+@click.option("--ema-start", type=click.IntRange(min=0), default=None,
+              help="ieagan: step from which the average starts (before it, it copies the live "
+                   "weights) [min(10000, steps // 2) of the first run].")
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cpu, cuda, cuda:1.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
@@ -51,8 +59,8 @@ import click
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory.")
-def train(model, data, steps, batch, width, lr, lr_g, lr_d, n_critic, seed, device, threads, resume,
-          validate_every, validate_events, checkpoint_every, max_events, campaign, no_progress, run_dir):
+def train(model, data, steps, batch, width, lr, lr_g, lr_d, n_critic, ema_decay, ema_start, seed, device, threads,
+          resume, validate_every, validate_events, checkpoint_every, max_events, campaign, no_progress, run_dir):
     """Train a generator and write its checkpoint (safetensors with a manifest)."""
     import torch
 
@@ -62,7 +70,8 @@ def train(model, data, steps, batch, width, lr, lr_g, lr_d, n_critic, seed, devi
     if threads:
         torch.set_num_threads(threads)
     given = {"batch": batch, "width": width, "lr_g": lr_g if lr_g is not None else lr,
-             "lr_d": lr_d if lr_d is not None else lr, "n_critic": n_critic, "seed": seed,
+             "lr_d": lr_d if lr_d is not None else lr, "n_critic": n_critic, "ema_decay": ema_decay,
+             "ema_start": ema_start, "seed": seed,
              "validate_events": validate_events, "max_events": max_events, "campaign": campaign}
     given = {k: v for k, v in given.items() if v is not None}
     try:

@@ -58,6 +58,15 @@ class TrainingSample:
             self._sha256 = file_sha256(self.path)
         return self._sha256
 
+    @property
+    def synthetic(self) -> bool:
+        """True for a sample written by :mod:`pxdbg.datasets.synthetic` (a stand-in, not
+        physics): a model trained on it must say so in its manifest."""
+        generator = self._reader.attrs.get("generator")
+        if isinstance(generator, bytes):
+            generator = generator.decode("utf-8", "replace")
+        return generator == "pxdbg.datasets.synthetic"
+
     def reference(self) -> str:
         """``"<file name> sha256:<hex>"``: what a manifest records as the training dataset."""
         return f"{self.path.name} sha256:{self.sha256}"

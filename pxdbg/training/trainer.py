@@ -394,9 +394,21 @@ class Trainer:
             metrics={k: float(v) for k, v in self.metrics.items()},
             software=software_versions(),
             model_config=dict(self.model_config),
-            description=(f"pxdbg train: {'WGAN-GP' if self.wgan else 'IEA-GAN objective, EMA weights'}, "
-                         f"batch {c.batch if self.wgan else 40}, seed {c.seed}, device {self.device.type}"),
+            description=self.description(),
         )
+
+    def description(self) -> str:
+        """What the checkpoint is, in words: steps, device and objective, and, for the
+        synthetic stand-in sample, that it is not a physics model."""
+        c = self.config
+        device = self.device.type.upper() if self.device.type in ("cpu", "cuda") else self.device.type
+        on = "the synthetic stand-in sample" if self.sample.synthetic else f"sample {self.sample.path.name}"
+        text = f"trained {self.step} step{'' if self.step == 1 else 's'} on {device} on {on}"
+        if self.sample.synthetic:
+            text += "; not a physics model"
+        objective = "WGAN-GP" if self.wgan else "IEA-GAN objective, EMA weights"
+        batch = f"batch {c.batch}, n_critic {c.n_critic}" if self.wgan else "one event (40 images) per step"
+        return f"{text} (pxdbg train: {objective}, {batch}, width {c.width:g}, seed {c.seed})"
 
     def save_checkpoint(self) -> Path:
         """Generator weights (EMA for ieagan) with the manifest, ``checkpoints/<model>_step<N>``."""

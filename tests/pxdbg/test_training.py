@@ -280,3 +280,37 @@ def test_cli_train_and_resume(sample_file, tmp_path):
     changed = CliRunner().invoke(main, ["train", "--model", "resnet", "--data", str(sample_file), "--steps", "3",
                                         "--batch", "4", "--resume", "-o", str(run)])
     assert changed.exit_code != 0 and "batch" in changed.output
+
+
+def test_manifest_says_what_a_model_trained_on_the_synthetic_sample_is(tmp_path):
+    from pxdbg.datasets.synthetic import write_synthetic
+
+    synthetic = write_synthetic(tmp_path / "synth.h5", 2, seed=3)
+    final = train(_wgan_config(steps=1), synthetic, tmp_path / "run", progress=False)
+    _, manifest = read_checkpoint(final)
+    assert manifest.description.startswith(
+        "trained 1 step on CPU on the synthetic stand-in sample; not a physics model (pxdbg train: WGAN-GP")
+    assert manifest.training_dataset == f"synth.h5 sha256:{file_sha256(synthetic)}"
+    # A sample that is not the synthetic stand-in is named, and not called a stand-in.
+    plain = _write_sample(tmp_path / "plain.h5", 1)
+    final = train(_wgan_config(steps=2), plain, tmp_path / "run2", progress=False)
+    description = read_checkpoint(final)[1].description
+    assert description.startswith("trained 2 steps on CPU on sample plain.h5 (") and "synthetic" not in description
+
+
+def test_cli_ema_settings_reach_the_run_and_are_kept_on_resume(sample_file, tmp_path):
+    from pxdbg.cli import main
+
+    run = tmp_path / "ema_run"
+    args = ["train", "--model", "ieagan", "--data", str(sample_file), "--width", str(TINY), "--validate-events", "0",
+            "--no-progress", "-o", str(run)]
+    # Zero steps: builds the run (config, state, checkpoint) without a costly ieagan step.
+    result = CliRunner().invoke(main, args + ["--steps", "0", "--ema-decay", "0.99", "--ema-start", "3"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert (config["ema_decay"], config["ema_start"]) == (0.99, 3)
+    with Trainer(TrainConfig(model="ieagan", steps=0, width=TINY), sample_file, run, resume=True,
+                 progress=False) as tr:
+        assert (tr.ema.decay, tr.ema.start) == (0.99, 3)
+    changed = CliRunner().invoke(main, args + ["--steps", "1", "--resume", "--ema-decay", "0.9"])
+    assert changed.exit_code != 0 and "ema_decay" in changed.output

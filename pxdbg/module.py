@@ -297,7 +297,7 @@ class PXDBackgroundGenerator:
     def _use_channels_last(self) -> bool:
         if self.channels_last is not None:
             return self.channels_last
-        # Measured on CPU (BENCHMARKS.md, "Generation"): channels-last convolutions are
-        # ~1.3-1.4x faster for convnet and resnet; IEA-GAN showed no clear gain, and GPUs
+        # Measured on CPU (BENCHMARKS.md, "Generation"): channels-last convolutions were
+        # 1.1-1.6x faster for convnet and 1.4-1.5x for resnet in every run; IEA-GAN showed no clear gain, and GPUs
         # were not measured, so they keep the layout basf2 uses.
         return self.device.type == "cpu" and self.model in _CHANNELS_LAST_ON_CPU

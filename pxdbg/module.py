@@ -298,6 +298,6 @@ class PXDBackgroundGenerator:
         if self.channels_last is not None:
             return self.channels_last
         # Measured on CPU (BENCHMARKS.md, "Generation"): channels-last convolutions were
-        # 1.1-1.6x faster for convnet and 1.4-1.5x for resnet in every run; IEA-GAN showed no clear gain, and GPUs
-        # were not measured, so they keep the layout basf2 uses.
+        # 1.1-1.6x faster for convnet and 1.4-1.5x for resnet in every run; IEA-GAN
+        # showed no clear gain, and GPUs were not measured: they keep basf2's layout.
         return self.device.type == "cpu" and self.model in _CHANNELS_LAST_ON_CPU

@@ -51,6 +51,11 @@ DEMO_CAMPAIGNS = [
      [((2, 0, 2, -1), 3, 0.020)]),
 ]
 
+# Run from a source checkout without installing: use the checkout's packages.
+REPO = Path(__file__).resolve().parents[1]
+if (REPO / "registry" / "resolve.py").is_file() and str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],

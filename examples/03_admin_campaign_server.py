@@ -38,6 +38,11 @@ import sys
 import time
 from pathlib import Path
 
+# Run from a source checkout without installing: use the checkout's packages.
+REPO = Path(__file__).resolve().parents[1]
+if (REPO / "registry" / "resolve.py").is_file() and str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -71,6 +76,8 @@ class Shell:
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("CONDITIONSDB_", "PXDBG_"))}
         self.env["CONDITIONS_CACHE_DIR"] = str(workdir / "cli-cache")
+        if str(REPO) in sys.path:  # a source checkout: the commands need its packages too
+            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), self.env.get("PYTHONPATH")]))
 
     def run(self, program: str, *args: str, token: tuple[str, str] | None = None,
             expect_failure: bool = False) -> str:

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -172,9 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "conditions.db"
+    # Every run starts from an empty database (the payload caches are content-addressed and
+    # verified on use, so they may stay).
     for old in (db, workdir / "server.log"):
-        if old.exists():
-            old.unlink()  # every run starts from an empty database
+        old.unlink(missing_ok=True)
+    for old in (workdir / "conditions.db.payloads", workdir / "snapshot"):
+        shutil.rmtree(old, ignore_errors=True)
     shell = Shell(workdir)
 
     from registry.campaigns import campaign_tag

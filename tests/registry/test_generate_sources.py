@@ -43,7 +43,7 @@ def generate(tmp_path, *args: str):
 
 
 def test_source_argument_takes_precedence_over_the_environment(campaign_store, tmp_path, monkeypatch, caplog):
-    db, snapshot = campaign_store
+    db, _snapshot = campaign_store
     monkeypatch.setenv("PXDBG_CONDITIONS", str(tmp_path / "not-there"))
     with caplog.at_level(logging.INFO, logger="registry.resolve"):
         result, out = generate(tmp_path, "--source", str(db))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -95,6 +96,7 @@ def untrained_checkpoint(model: str, path: str | Path, *, seed: int = 0, occupan
 
     from pxdbg.models import get_model
     from pxdbg.models.loading import save_generator
+    from pxdbg.sensors import N_UCELLS, PADDED_UCELLS, ROW_PADDING
     from pxdbg.transforms import model_to_adc
 
     module = get_model(model)
@@ -117,17 +119,18 @@ def untrained_checkpoint(model: str, path: str | Path, *, seed: int = 0, occupan
     hook.remove()
     pre = captured[0][:, 0]
     cut = {"threshold": module.THRESHOLD, "model_cut": getattr(module, "MODEL_CUT", None)}
-
-    def fired(shift: float) -> float:
-        adc = model_to_adc(torch.tanh(pre + shift), **cut)
-        return float((adc > 0).float().mean())
-
-    low, high = -50.0, 50.0  # fired() grows with the shift
-    for _ in range(40):
+    # A pixel fires when its output tanh(pre + shift) passes the model-space value where
+    # the ADC conversion (and cuts) first give a nonzero count: find that value once on a
+    # tiny tensor, then the shift is a quantile of the pre-activations of the cropped image.
+    low, high = -1.0, 1.0
+    for _ in range(50):
         middle = (low + high) / 2
-        low, high = (middle, high) if fired(middle) < occupancy else (low, middle)
-    # A degenerate (e.g. very narrow) network may jump from none to all: take the closer side.
-    shift = high if abs(fired(high) - occupancy) <= abs(fired(low) - occupancy) else low
+        probe = torch.full((PADDED_UCELLS, 1), middle)
+        low, high = (low, middle) if model_to_adc(probe, **cut)[0, 0] > 0 else (middle, high)
+    visible = pre[:, ROW_PADDING:ROW_PADDING + N_UCELLS].flatten()
+    keep = max(1, min(visible.numel(), round(occupancy * visible.numel())))
+    quantile = float(torch.kthvalue(visible, visible.numel() - keep + 1).values)
+    shift = math.atanh(min(high, 1 - 1e-6)) - quantile
     with torch.no_grad():
         final.bias.add_(shift)
     manifest_fields.setdefault("training_steps", 0)

@@ -180,6 +180,8 @@ class PXDBackgroundGenerator:
         self._model: torch.nn.Module | None = None
         self._generator: torch.Generator | None = None
         self._payload_key: Hashable = None
+        #: Where the loaded weights came from (payload, tag, IoV, source; or the file path).
+        self.checkpoint_description: str | None = None
         self.manifest: Manifest | None = None
         self.used_seed: int | None = None
         self.exp: int | None = None
@@ -293,6 +295,9 @@ class PXDBackgroundGenerator:
         self._payload_key = resolved.payload_key
         self.stats.loads += 1
         self.stats.checkpoints.append(str(resolved.path))
+        # Which payload, tag, IoV and source answered, for the job log (a fixed file: its path).
+        describe = getattr(resolved, "describe", None)
+        self.checkpoint_description = describe() if callable(describe) else str(resolved.path)
 
     def _use_channels_last(self) -> bool:
         if self.channels_last is not None:

@@ -171,7 +171,10 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
                file=sys.stderr, desc=f"pxdbg generate {model}")
     with DigitsWriter(output, attrs=attrs) as writer:
         for e, r, n in plan:
+            loads = gen.stats.loads
             gen.begin_run(e, r)
+            if gen.stats.loads != loads:  # say where the weights came from at every switch
+                bar.write(f"exp {e} run {r}: checkpoint {gen.checkpoint_description}", file=sys.stderr)
             done = 0
             while done < n:
                 k = min(batch, n - done)

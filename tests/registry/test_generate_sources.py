@@ -52,6 +52,10 @@ def test_source_argument_takes_precedence_over_the_environment(campaign_store, t
     assert "not-there" not in caplog.text
     answered = [r.getMessage() for r in caplog.records if r.name == "registry.resolve" and r.levelno == logging.INFO]
     assert len(answered) == 1 and answered[0].endswith(f"from sqlite:///{db}")  # run 2 came from the cache
+    # The job log (not only -v) names the checkpoint and the source that answered, once per load.
+    told = [line for line in result.output.splitlines() if ": checkpoint " in line]
+    assert told == [f"exp 3 run 1: checkpoint PXDBackgroundGenerator_convnet r1 (tag {campaign_tag('c')}, "
+                    f"IoV 3,0,3,-1) from sqlite:///{db}"]
     with DigitsReader(out) as reader:
         assert list(reader.run) == [1, 2] and reader.attrs["generator_loads"] == 1
 

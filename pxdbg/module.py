@@ -47,7 +47,7 @@ _SEED_MIN, _SEED_MAX = -(2**63), 2**63 - 1
 
 #: ``resolver(model, exp, run, campaign, globaltag)`` -> a ResolvedCheckpoint, or a
 #: ``(path, manifest)`` pair.
-Resolver = Callable[[str, int, int, "str | None", str], Any]
+Resolver = Callable[[str, int, int, "str | tuple[str, ...] | None", str], Any]
 
 
 def seed_from_framework(framework_seed: Any) -> int:
@@ -57,7 +57,7 @@ def seed_from_framework(framework_seed: Any) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def default_resolver(model: str, exp: int, run: int, campaign: str | None, globaltag: str):
+def default_resolver(model: str, exp: int, run: int, campaign: str | tuple[str, ...] | None, globaltag: str):
     """Resolve through the checkpoint registry (imported only when first needed)."""
     from registry.resolve import resolve_checkpoint
 
@@ -119,7 +119,8 @@ class PXDBackgroundGenerator:
     :param nintra: intra-op CPU threads (``torch.set_num_threads``)
     :param ninter: inter-op CPU threads (``torch.set_num_interop_threads``)
     :param globaltag: global tag holding the default checkpoints
-    :param campaign: background campaign; selects its global tag instead of ``globaltag``
+    :param campaign: background campaign, or a list of them (highest priority first) for a run
+        list spanning several; selects their global tags instead of ``globaltag``
     :param device: torch device, e.g. ``"cpu"`` or ``"cuda:0"``
     :param resolver: ``(model, exp, run, campaign, globaltag) -> ResolvedCheckpoint`` (or
         ``(path, manifest)``); defaults to :func:`registry.resolve.resolve_checkpoint`
@@ -132,7 +133,7 @@ class PXDBackgroundGenerator:
 
     def __init__(self, model: str = "convnet", checkpoint: str | os.PathLike | None = None,
                  seed: int | None = None, nintra: int = 1, ninter: int = 1,
-                 globaltag: str = DEFAULT_GLOBALTAG, campaign: str | None = None,
+                 globaltag: str = DEFAULT_GLOBALTAG, campaign: str | list[str] | tuple[str, ...] | None = None,
                  device: str | torch.device = "cpu", *, resolver: Resolver | None = None,
                  framework_seed: Any = None, images_per_forward: int | None = None,
                  channels_last: bool | None = None):
@@ -156,9 +157,14 @@ class PXDBackgroundGenerator:
         if not globaltag:
             raise ValueError("`globaltag` must not be empty")
         self.globaltag = globaltag
-        if campaign is not None and not isinstance(campaign, str):
-            raise TypeError(f"`campaign` must be None or a str, got {type(campaign).__name__}")
-        if campaign == "":
+        if isinstance(campaign, (list, tuple)):
+            # Several campaigns, highest priority first: a run list spanning their IoVs.
+            if not campaign or not all(isinstance(c, str) for c in campaign):
+                raise TypeError("`campaign` as a list must hold at least one str (campaign names)")
+            campaign = tuple(campaign) if len(campaign) > 1 else campaign[0]
+        if campaign is not None and not isinstance(campaign, str | tuple):
+            raise TypeError(f"`campaign` must be None, a str or a list of str, got {type(campaign).__name__}")
+        if campaign == "" or (isinstance(campaign, tuple) and "" in campaign):
             raise ValueError("`campaign` must not be empty")
         self.campaign = campaign
         if not isinstance(device, (str, torch.device)):

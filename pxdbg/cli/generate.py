@@ -110,7 +110,9 @@ def handle_errors(func: Callable) -> Callable:
 @click.option("--runs-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Run list file: one 'RANGES [EVENTS]' per line, # comments.")
 @click.option("--model", default="convnet", show_default=True, help="Generator model.")
-@click.option("--campaign", help="Background campaign (its global tag provides the checkpoints).")
+@click.option("--campaign", "campaigns", multiple=True,
+              help="Background campaign (its global tag provides the checkpoints); repeat for a run list "
+                   "spanning several, highest priority first.")
 @click.option("--globaltag", default="PXDBackgroundGenerator", show_default=True,
               help="Global tag providing the checkpoints when no campaign is given.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -130,7 +132,7 @@ def handle_errors(func: Callable) -> Callable:
               default=Path("pxd_background.h5"), show_default=True, help="Output pxd-digits file.")
 @handle_errors
 def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: Path | None, model: str,
-             campaign: str | None, globaltag: str, checkpoint: Path | None, sources: tuple[str, ...],
+             campaigns: tuple[str, ...], globaltag: str, checkpoint: Path | None, sources: tuple[str, ...],
              seed: int | None, device: str,
              threads: int, batch: int, progress: bool | None, output: Path) -> None:
     """Generate PXD background events and write them as a pxd-digits file."""
@@ -141,6 +143,7 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
     from ..digits import DigitsWriter
     from ..module import PXDBackgroundGenerator
 
+    campaign = None if not campaigns else campaigns[0] if len(campaigns) == 1 else list(campaigns)
     if runs_spec and runs_file:
         raise click.UsageError("give --runs or --runs-file, not both")
     if runs_file:
@@ -166,7 +169,7 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
     gen.initialize()
     total = sum(n for _, _, n in plan)
     attrs = {"generator_model": model, "generator_seed": seed,
-             "generator_campaign": campaign or "", "generator_globaltag": globaltag}
+             "generator_campaign": ",".join(campaigns), "generator_globaltag": globaltag}
     bar = tqdm(total=total, unit="evt", disable=(not progress) if progress is not None else None,
                file=sys.stderr, desc=f"pxdbg generate {model}")
     with DigitsWriter(output, attrs=attrs) as writer:

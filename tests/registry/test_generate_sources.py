@@ -75,3 +75,33 @@ def test_source_and_checkpoint_exclude_each_other(campaign_store, tmp_path):
     db, _ = campaign_store
     result, out = generate(tmp_path, "--source", str(db), "--checkpoint", str(tmp_path / "c.safetensors"))
     assert result.exit_code == 2 and "not both" in result.output and not out.exists()
+
+
+def test_generate_over_two_campaigns(campaign_store, tmp_path):
+    """`--campaign` repeated: a run list spanning two campaigns' IoVs switches checkpoints at
+    the boundary, and each run resolves in the campaign that covers it."""
+    db, _snapshot = campaign_store
+    with open_store(db) as store:
+        create_campaign(store, Campaign(name="d"))
+        file = save_generator(tmp_path / "d.safetensors", "convnet", tiny_convnet(4), campaign="d")
+        upload_checkpoint(store, file, model="convnet", campaign="d", iov=IoV(4, 0, 4, -1))
+        publish_tag(store, campaign_tag("d"))
+    out = tmp_path / "two.h5"
+    result = CliRunner().invoke(main, ["generate", "--events", "1", "--campaign", "c", "--campaign", "d",
+                                       "--runs", "3:7,4:1-2", "--seed", "1", "--no-progress",
+                                       "--source", str(db), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    told = [line.split(": checkpoint ")[0] + " " + line.split("(tag ")[1].split(",")[0]
+            for line in result.output.splitlines() if ": checkpoint " in line]
+    assert told == [f"exp 3 run 7 {campaign_tag('c')}", f"exp 4 run 1 {campaign_tag('d')}"]
+    with DigitsReader(out) as reader:
+        assert list(reader.run) == [7, 1, 2] and reader.attrs["generator_loads"] == 2
+        assert reader.attrs["generator_campaign"] == "c,d"
+
+
+@pytest.mark.parametrize("bad, error", [([], TypeError), (["c", 3], TypeError), (("c", ""), ValueError), (5, TypeError)])
+def test_module_refuses_bad_campaign_lists(bad, error):
+    from pxdbg.module import PXDBackgroundGenerator
+
+    with pytest.raises(error, match="campaign"):
+        PXDBackgroundGenerator(campaign=bad)

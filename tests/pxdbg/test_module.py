@@ -186,7 +186,7 @@ def test_legacy_basf2_state_dict_is_usable(tmp_path):
     ({"ninter": "2"}, TypeError, "`ninter` must be an int"),
     ({"globaltag": None}, TypeError, "`globaltag` must be a str"),
     ({"globaltag": ""}, ValueError, "`globaltag` must not be empty"),
-    ({"campaign": 5}, TypeError, "`campaign` must be None or a str"),
+    ({"campaign": 5}, TypeError, "`campaign` must be None, a str or a list of str"),
     ({"device": "gpu7"}, ValueError, "invalid `device`"),
     ({"device": 0.5}, TypeError, "`device` must be"),
     ({"resolver": "registry"}, TypeError, "`resolver` must be callable"),

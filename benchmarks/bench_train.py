@@ -8,7 +8,10 @@ count, on a synthetic training sample.
 
 A step is one generator update: for convnet/resnet (WGAN-GP) it includes ``n_critic``
 critic updates on ``batch`` images each; for ieagan one real and one generated event (40
-images each). The first step of each configuration is a warm-up and is not timed. Prints a
+images each). The first step of each configuration is a warm-up and is not timed. Mind the
+memory: a full-size ieagan step (``--models ieagan --widths 1``) holds 40 images of
+256 x 768 through generator and discriminator with autograd and was OOM-killed at ~21 GB
+resident on a 23 GB machine; width 0.125 needs ~4.4 GB. Prints a
 Markdown table (for BENCHMARKS.md) with the machine's load average, which matters on a
 shared machine.
 """

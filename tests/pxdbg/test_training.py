@@ -314,3 +314,35 @@ def test_cli_ema_settings_reach_the_run_and_are_kept_on_resume(sample_file, tmp_
         assert (tr.ema.decay, tr.ema.start) == (0.99, 3)
     changed = CliRunner().invoke(main, args + ["--steps", "1", "--resume", "--ema-decay", "0.9"])
     assert changed.exit_code != 0 and "ema_decay" in changed.output
+
+
+def test_build_embedded_records_a_validation_report_in_the_manifest(sample_file, tmp_path):
+    # scripts/build_embedded.py --validation MODEL=report.json: the shipped manifest says how
+    # the checkpoint validated (heldout_* metrics), keeping the training metrics and weights.
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "build_embedded.py"
+    spec = importlib.util.spec_from_file_location("build_embedded_script", script)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+
+    final = train(_wgan_config(steps=1, validate_events=1, reference_events=1), sample_file, tmp_path / "run",
+                  progress=False)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"n_generated": 4, "n_reference": 8,
+                                  "scalars": {"frechet_distance": 12.5, "charge_ks": 0.25}}))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    validated = build.with_validation(final, report, out_dir)
+    state, manifest = read_checkpoint(validated)
+    original_state, original = read_checkpoint(final)
+    assert manifest.metrics["heldout_frechet_distance"] == 12.5 and manifest.metrics["heldout_charge_ks"] == 0.25
+    assert (manifest.metrics["heldout_generated_events"], manifest.metrics["heldout_reference_events"]) == (4, 8)
+    assert manifest.metrics["charge_w1"] == original.metrics["charge_w1"]  # training-time metrics kept
+    assert (manifest.training_steps, manifest.description) == (original.training_steps, original.description)
+    for k, v in original_state.items():
+        assert torch.equal(state[k], v)
+    report.write_text(json.dumps({"something": "else"}))
+    with pytest.raises(ValueError, match="not a pxdbg validate report"):
+        build.with_validation(final, report, out_dir)

@@ -96,6 +96,11 @@ def handle_errors(func: Callable) -> Callable:
         except (ConditionsError, RegistryError, DigitsFormatError, ValueError, TypeError) as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(1)
+        except OSError as error:  # unwritable output, full disk: say which file, no traceback
+            where = f" ({error.filename})" if error.filename else ""
+            click.echo(f"error: {error.strerror or error}{where}; check the path, its permissions and free space",
+                       err=True)
+            sys.exit(1)
 
     return wrapper
 
@@ -146,6 +151,8 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
     campaign = None if not campaigns else campaigns[0] if len(campaigns) == 1 else list(campaigns)
     if runs_spec and runs_file:
         raise click.UsageError("give --runs or --runs-file, not both")
+    if not output.resolve().parent.is_dir():  # before minutes of generation, not after
+        raise click.BadParameter(f"directory {str(output.resolve().parent)!r} does not exist", param_hint="-o/--output")
     if runs_file:
         plan = parse_runs_file(runs_file, events)
     elif runs_spec:

@@ -117,3 +117,19 @@ def test_generate_shows_a_progress_bar(checkpoints, tmp_path):
                                        "--seed", "3", "--progress", "-o", str(tmp_path / "p.h5")])
     assert result.exit_code == 0, result.output
     assert "pxdbg generate convnet" in result.output and "2/2" in result.output
+
+
+def test_generate_output_problems_are_errors_not_tracebacks(checkpoints, tmp_path):
+    runner = CliRunner()
+    # A missing directory is a usage error, found before any checkpoint is loaded.
+    result = runner.invoke(main, ["generate", "--checkpoint", str(checkpoints["A"]), "--seed", "1",
+                                  "-o", str(tmp_path / "missing" / "x.h5")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    # A file that cannot be created (here: a directory sits where the temporary file goes).
+    out = tmp_path / "x.h5"
+    (tmp_path / "x.h5.tmp").mkdir()
+    result = runner.invoke(main, ["generate", "--checkpoint", str(checkpoints["A"]), "--seed", "1",
+                                  "--no-progress", "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: ") and "x.h5.tmp" in result.output and "Traceback" not in result.output
+    assert not out.exists()

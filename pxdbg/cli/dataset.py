@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .generate import handle_errors
+
 
 @click.group("dataset")
 def dataset() -> None:
@@ -22,6 +24,7 @@ def dataset() -> None:
 @click.option("--exp", default=0, show_default=True, type=int, help="Experiment number of the events.")
 @click.option("--run", default=0, show_default=True, type=int, help="Run number of the events.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@handle_errors
 def synth(n_events: int, seed: int, output: Path, exp: int, run: int, progress: bool) -> None:
     """Write a synthetic PXD background sample (a stand-in for demos and tests, not physics)."""
     import time
@@ -48,6 +51,7 @@ def synth(n_events: int, seed: int, output: Path, exp: int, run: int, progress: 
 @click.option("--step", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Events read per chunk (bounds memory).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@handle_errors
 def import_root_cmd(files: tuple[Path, ...], output: Path, tree: str, branch: str, exp: int, run: int,
                     threshold: int, max_events: int | None, step: int, progress: bool) -> None:
     """Import basf2 ROOT files (PXDDigits branches) into one pxd-digits file."""

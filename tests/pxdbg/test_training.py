@@ -346,3 +346,18 @@ def test_build_embedded_records_a_validation_report_in_the_manifest(sample_file,
     report.write_text(json.dumps({"something": "else"}))
     with pytest.raises(ValueError, match="not a pxdbg validate report"):
         build.with_validation(final, report, out_dir)
+
+
+@pytest.mark.parametrize("device, message", [
+    ("bogus", "is not a torch device"),
+    pytest.param("cuda", "no usable CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_cli_train_refuses_unusable_devices_before_anything_is_written(sample_file, tmp_path, device, message):
+    from pxdbg.cli import main
+
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--model", "convnet", "--data", str(sample_file), "--steps", "1",
+                                       "--device", device, "--no-progress", "-o", str(run_dir)])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not run_dir.exists()

@@ -1,15 +1,27 @@
-"""The resolve fast path: answers that cannot change, kept in the server process.
+"""The resolve fast path: answers that cannot change unnoticed, kept in the server process.
 
 A PUBLISHED tag's IoVs never change again; a RUNNING tag only gains IoVs that start
 after the last run it already covers for that payload name, so a point it already
-answers keeps its answer. Hence an answer stays right as long as every tag before the
-deciding one is PUBLISHED (they had no match and never will), the deciding tag is
-PUBLISHED or RUNNING, and every tag in the list is still usable: only state changes
-(to INVALID, mostly) can end that. Each worker remembers tag states for ``state_ttl``
-seconds (and forgets a tag at once when it changes it itself), so a tag invalidated
-through another worker stops being served from this cache within ``state_ttl``
-seconds, well inside the ``max-age`` that proxies may serve answers for anyway.
-Answers involving OPEN, TESTING or VALIDATED tags before the decider are never cached.
+answers keeps its answer. A TESTING or VALIDATED tag is frozen too, except that it may
+go back to OPEN, be edited and come back: every such step bumps its ``change_serial``, so
+its IoVs are the same as long as its (state, serial) is.
+
+Hence an answer stays right as long as every tag before the deciding one has no match
+and cannot gain one (PUBLISHED, or TESTING/VALIDATED with the serial the answer was
+computed from), the deciding tag is PUBLISHED, RUNNING, or TESTING/VALIDATED with that
+serial, and every tag in the list is still usable. The answer remembers, for each
+TESTING/VALIDATED tag, the version (tag id, state, serial) of the store rows it was
+computed from (``Store.resolve_versioned``), and is served only while the tag's
+currently known version equals it. PUBLISHED and RUNNING tags are not pinned to a serial:
+a RUNNING tag's serial changes on every append, which does not change answers already
+given, and a PUBLISHED tag can only become INVALID (refused by the state check).
+
+Each worker knows tag versions for ``state_ttl`` seconds (read fresh from the database
+with ``Store.tag_version``, on the threadpool) and forgets a tag at once when it changes
+it itself, so a change made through another worker stops this cache from serving within
+``state_ttl`` seconds; after that, misses go to the store, whose own tag-row cache may
+answer from the old rows for up to its ``cache_ttl`` (5 s): such answers carry the old
+version and are not cached. Answers involving OPEN tags (``allow_open``) are never cached.
 """
 
 from __future__ import annotations
@@ -20,11 +32,16 @@ from collections import OrderedDict
 from typing import Hashable, Sequence
 
 from ..exceptions import ConditionsError
-from ..store.base import Store
+from ..store.base import Store, TagVersion
 from ..tags import PROCESSING_STATES, GlobalTagState
 
 
 _STABLE_DECIDERS = frozenset({GlobalTagState.PUBLISHED, GlobalTagState.RUNNING})
+#: Frozen while their serial is unchanged (they may go back to OPEN and be edited).
+_PINNED_STATES = frozenset({GlobalTagState.TESTING, GlobalTagState.VALIDATED})
+
+#: Per tag of an answer: the version it must still have, or None (not pinned).
+Pins = tuple[TagVersion | None, ...]
 
 
 class ResolveCache:
@@ -32,20 +49,33 @@ class ResolveCache:
         self._store = store
         self._state_ttl = state_ttl
         self._max_entries = max_entries
-        self._states: dict[str, tuple[GlobalTagState, float]] = {}
-        #: key -> (index of the deciding tag, JSON answer)
-        self._answers: OrderedDict[Hashable, tuple[int, bytes]] = OrderedDict()
+        #: tag -> (version read from the store, monotonic time it expires)
+        self._versions: dict[str, tuple[TagVersion, float]] = {}
+        #: key -> (index of the deciding tag, pins, JSON answer)
+        self._answers: OrderedDict[Hashable, tuple[int, Pins, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
-    def _still_valid(states: Sequence[GlobalTagState], decider: int, allow_open: bool) -> bool:
-        if any(s not in PROCESSING_STATES and not (allow_open and s is GlobalTagState.OPEN) for s in states):
+    def _still_valid(versions: Sequence[TagVersion], pins: Pins, decider: int, allow_open: bool) -> bool:
+        """Whether an answer decided by tag ``decider`` with ``pins`` is right for tags now at
+        ``versions``."""
+        if any(v.state not in PROCESSING_STATES and not (allow_open and v.state is GlobalTagState.OPEN)
+               for v in versions):
             return False  # the store would refuse the request now
-        return (all(s is GlobalTagState.PUBLISHED for s in states[:decider])
-                and states[decider] in _STABLE_DECIDERS)
+        for index, (version, pin) in enumerate(zip(versions, pins)):
+            if pin is not None:
+                if version != pin:
+                    return False  # edited (or moved on) since the answer was computed
+            elif index < decider:
+                if version.state is not GlobalTagState.PUBLISHED:
+                    return False  # might gain a match for this point
+            elif index == decider:
+                if version.state not in _STABLE_DECIDERS:
+                    return False
+        return True
 
     def lookup(self, key: Hashable, tags: Sequence[str]) -> bytes | None:
-        """A cached answer still valid by the tags' states known right now; never blocks on I/O.
+        """A cached answer still valid by the tag versions known right now; never blocks on I/O.
 
         ``key`` is ``(tags, name, exp, run, allow_open)``.
         """
@@ -53,53 +83,65 @@ class ResolveCache:
         if entry is None:
             return None
         now = time.monotonic()
-        states = []
+        versions = []
         for tag in tags:
-            known = self._states.get(tag)
+            known = self._versions.get(tag)
             if known is None or known[1] < now:
                 return None
-            states.append(known[0])
-        decider, body = entry
-        if not self._still_valid(states, decider, key[-1]):
+            versions.append(known[0])
+        decider, pins, body = entry
+        if not self._still_valid(versions, pins, decider, key[-1]):
             return None
         with self._lock:
             if key in self._answers:
                 self._answers.move_to_end(key)
         return body
 
-    def remember(self, key: Hashable, tags: Sequence[str], decider: str, body: bytes) -> None:
-        """Keep ``body`` (decided by tag ``decider``) if it cannot change; refreshes stale
-        tag states from the store (blocking: call it on the threadpool)."""
-        if decider not in tags:
+    def remember(self, key: Hashable, tags: Sequence[str], decider: str, body: bytes,
+                 used: Sequence[TagVersion] | None = None) -> None:
+        """Keep ``body`` (decided by tag ``decider``, computed from tag rows at versions
+        ``used`` when the store can tell) if it cannot change unnoticed; refreshes stale
+        tag versions from the store (blocking: call it on the threadpool)."""
+        if decider not in tags or (used is not None and len(used) != len(tags)):
             return
         now = time.monotonic()
-        states = []
+        versions = []
         for tag in tags:
-            known = self._states.get(tag)
+            known = self._versions.get(tag)
             if known is None or known[1] < now:
                 try:
-                    state = self._store.tag_state(tag)
+                    version = self._store.tag_version(tag)
                 except ConditionsError:
                     return
-                known = (state, now + self._state_ttl)
-                self._states[tag] = known
-            states.append(known[0])
+                known = (version, now + self._state_ttl)
+                self._versions[tag] = known
+            versions.append(known[0])
         index = list(tags).index(decider)
-        if not self._still_valid(states, index, key[-1]):
+        if used is None:
+            # The store cannot say what the answer was computed from: only unpinned rules.
+            pins: Pins = (None,) * len(tags)
+        else:
+            pins = tuple(v if v.state in _PINNED_STATES and v.serial is not None else None for v in used)
+            # The rows behind the answer must themselves qualify: a PUBLISHED tag whose
+            # answer came from a stale TESTING row (the store caches rows for a few
+            # seconds) must not be cached as if it were PUBLISHED content.
+            if not self._still_valid(used, pins, index, key[-1]):
+                return
+        if not self._still_valid(versions, pins, index, key[-1]):
             return
         with self._lock:
-            self._answers[key] = (index, body)
+            self._answers[key] = (index, pins, body)
             self._answers.move_to_end(key)
             while len(self._answers) > self._max_entries:
                 self._answers.popitem(last=False)
 
     def forget_tag(self, tag: str) -> None:
         """This worker changed ``tag``: stop trusting what it knew about it."""
-        self._states.pop(tag, None)
+        self._versions.pop(tag, None)
 
     def clear(self) -> None:
         with self._lock:
-            self._states.clear()
+            self._versions.clear()
             self._answers.clear()
 
 
@@ -109,7 +151,7 @@ class ResolveFastPath:
     Only exact repeats of requests that the full handler already validated and answered
     can hit (the cache is filled by that handler only), so skipping FastAPI's parsing
     and validation here changes nothing but the cost: anything unusual (odd parameters,
-    a miss, a tag not known PUBLISHED) falls through to the normal route.
+    a miss, a tag whose known state or version no longer fits) falls through to the normal route.
     """
 
     PATH = "/api/v1/resolve"

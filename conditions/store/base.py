@@ -9,10 +9,10 @@ import abc
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, NamedTuple, Sequence
 
 from ..iov import IntervalOfValidity
-from ..payload import IoVRecord, PayloadInfo
+from ..payload import IoVRecord, PayloadInfo, ResolvedPayload
 from ..source import MetadataSource
 from ..tags import GlobalTagState
 
@@ -64,6 +64,17 @@ class TokenInfo:
     revoked: bool = False
 
 
+class TagVersion(NamedTuple):
+    """What a global tag is at one moment: its state and, where the store keeps one, its
+    change serial (bumped by every IoV change and every state change). ``tag_id`` and
+    ``serial`` are None for stores without serials; equal versions of a tag with a serial
+    hold the same IoVs."""
+
+    tag_id: int | None
+    state: GlobalTagState
+    serial: int | None
+
+
 class Store(MetadataSource):
     """A conditions store: global tags, payloads, IoVs, audit log and API tokens."""
 
@@ -93,6 +104,18 @@ class Store(MetadataSource):
     @abc.abstractmethod
     def set_tag_state(self, name: str, state: GlobalTagState | str, *, user: str | None = None) -> GlobalTagInfo:
         """Move along the lifecycle; TagStateError outside the allowed transitions."""
+
+    # -- versions (for caches in front of the store) -----------------------------------------
+    def tag_version(self, tag: str) -> TagVersion:
+        """The tag's current version, read from the source now (not from a cache).
+        This default has no serial; SqlStore reads state and serial in one query."""
+        return TagVersion(None, self.tag_state(tag), None)
+
+    def resolve_versioned(self, tags: Sequence[str] | str, name: str, exp: int, run: int, *,
+                          allow_open: bool = False) -> tuple[ResolvedPayload, tuple[TagVersion, ...] | None]:
+        """:meth:`resolve`, plus the version of each tag the answer was computed from (in
+        the order given), or None where the store cannot tell (this default)."""
+        return self.resolve(tags, name, exp, run, allow_open=allow_open), None
 
     # -- payloads -----------------------------------------------------------------------
     @abc.abstractmethod

@@ -78,7 +78,7 @@ from ..tags import (
     validate_payload_name,
     validate_tag_name,
 )
-from .base import AuditEntry, GlobalTagInfo, Store, TagDiff, TokenInfo
+from .base import AuditEntry, GlobalTagInfo, Store, TagDiff, TagVersion, TokenInfo
 from .blobs import BlobStorage
 from .tables import UNBOUNDED, AuditRow, GlobalTagRow, IoVRow, PayloadRow, TokenRow, utcnow
 
@@ -380,8 +380,31 @@ class SqlStore(Store):
     def tag_state(self, tag: str) -> GlobalTagState:
         return self.get_tag(tag).state
 
+    def tag_version(self, tag: str) -> TagVersion:
+        """State and change serial of ``tag`` read from the database now (one small query,
+        never from the resolve cache)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_TAG_ROW_QUERY, {"tag": tag}).one_or_none()
+        if row is None:
+            raise UnknownTagError(f"no global tag named {tag!r} in {self.description}")
+        return TagVersion(row.id, GlobalTagState(row.state), row.change_serial)
+
     def resolve(self, tags: Sequence[str] | str, name: str, exp: int, run: int, *,
                 allow_open: bool = False) -> ResolvedPayload:
+        return self._resolve(tags, name, exp, run, allow_open)[0]
+
+    def resolve_versioned(self, tags: Sequence[str] | str, name: str, exp: int, run: int, *,
+                          allow_open: bool = False) -> tuple[ResolvedPayload, tuple[TagVersion, ...]]:
+        """:meth:`resolve` plus the tag rows it used, which may be up to ``cache_ttl`` old.
+
+        The answer is never older than these versions: the IoVs of a tag are read (or an
+        index built under that exact serial is reused) after its row, so a version equal
+        to one read fresh later proves the answer is still current."""
+        answer, rows = self._resolve(tags, name, exp, run, allow_open)
+        return answer, tuple(TagVersion(row.tag_id, row.state, row.serial) for row in rows)
+
+    def _resolve(self, tags: Sequence[str] | str, name: str, exp: int, run: int,
+                 allow_open: bool) -> tuple[ResolvedPayload, list[_TagRowCache]]:
         tag_names = [tags] if isinstance(tags, str) else list(tags)
         if not tag_names:
             raise UnknownTagError("no global tag given to resolve against")
@@ -400,7 +423,7 @@ class SqlStore(Store):
                 else:
                     answer = self._query_point(lazy.get(), row, name, exp, run)
                 if answer is not None:
-                    return answer
+                    return answer, rows
         raise NoPayloadFoundError(
             f"no IoV of payload {name!r} covers experiment {exp}, run {run} in global tag(s) "
             f"{', '.join(tag_names)} ({self.description})"

@@ -1,6 +1,6 @@
 """Resolve: which payload revision is valid for (tags, name, exp, run).
 
-The hot path of every job. Answers that cannot change (see resolve_cache) are served
+The hot path of every job. Answers that cannot change unnoticed (see resolve_cache) are served
 by the ResolveFastPath middleware before FastAPI even parses the request; this
 ``async`` handler runs the store lookup on the threadpool otherwise.
 """
@@ -48,7 +48,9 @@ async def resolve(
 def _resolve_blocking(request: Request, key) -> bytes:
     tags, name, exp, run, allow_open = key
     store = get_store(request)
-    resolved = store.resolve(list(tags), name, exp, run, allow_open=allow_open)
+    # The versions of the tag rows the answer came from decide whether (and for how long)
+    # the fast path may repeat it: see resolve_cache.
+    resolved, used = store.resolve_versioned(list(tags), name, exp, run, allow_open=allow_open)
     body = dumps(wire.resolved_to_json(resolved))
-    request.app.state.resolve_cache.remember(key, tags, resolved.tag, body)
+    request.app.state.resolve_cache.remember(key, tags, resolved.tag, body, used)
     return body

@@ -135,7 +135,17 @@ def test_only_answers_that_cannot_change_are_cached(api):
     time.sleep(0.25)
     answer = api.get("/api/v1/resolve", params={"tag": ["running", "pub"], "name": "P", "exp": 2, "run": 0})
     assert answer.json()["tag"] == "running"
-    assert not ask(["testing", "pub"], 0, 0)  # TESTING before the decider: may go back to OPEN
+    # TESTING before the decider: cached, pinned to its change serial (test_resolve_cache.py).
+    assert ask(["testing", "pub"], 0, 0)
+    store.set_tag_state("testing", "OPEN")
+    time.sleep(0.25)
+    error_of(api.get("/api/v1/resolve", params={"tag": ["testing", "pub"], "name": "P", "exp": 0, "run": 0}),
+             409, "unusable_tag")
+    # An OPEN tag in the list (allow_open): never cached, whatever decides.
+    answer = api.get("/api/v1/resolve", params={"tag": ["testing", "pub"], "name": "P", "exp": 0, "run": 0,
+                                                "allow_open": "true"})
+    assert answer.status_code == 200 and answer.json()["tag"] == "pub"
+    assert cache.lookup((("testing", "pub"), "P", 0, 0, True), ("testing", "pub")) is None
 
 
 def test_every_write_through_the_api_is_listed_in_the_audit(api):

@@ -8,8 +8,10 @@ time, at random (exp, run) points. Two kinds of tag are measured:
 
 * ``PUBLISHED`` (reprocessing) and ``RUNNING`` (prompt processing): answers that cannot
   change, served from the server's in-process cache after the first request;
-* ``TESTING``: never cached by the server (the tag may go back to OPEN), every request
-  goes through FastAPI and the threadpool to the store (which has its own index cache).
+* ``TESTING``: the tag may go back to OPEN and be edited, so its answers are cached pinned
+  to the tag's change serial (see conditions/server/resolve_cache.py) and served from the
+  same cache while the serial is unchanged; a miss goes through FastAPI and the threadpool
+  to the store (which has its own index cache).
 
 Goal (issue 3): >= 1,000 resolves/s with p99 < 50 ms on the 2-core CI machine.
 

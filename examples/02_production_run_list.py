@@ -13,7 +13,7 @@ Without ``--db`` the script first builds a small DEMO conditions store in ``--wo
     campaign demo-late   exp 2 (all runs)    -> checkpoint C  (about 2% occupancy)
 
 The demo checkpoints are UNTRAINED, narrow (``--width``, default 1/16 of the channels)
-models made with ``pxdbg.cli.checkpoint.untrained_checkpoint``: cheap to run, with
+models made with ``pxdbg.placeholders.untrained_checkpoint``: cheap to run, with
 different occupancies so that each switch shows in the output. They are not physics.
 With ``--db`` (a store path, ``sqlite:///``, ``postgresql://``, ``http://server`` or a
 basf2 snapshot directory) and ``--campaign`` the same job runs on real campaigns.
@@ -87,7 +87,7 @@ def build_demo_store(workdir: Path, model: str, width: float) -> Path:
     """An SQLite conditions store holding the two demo campaigns with published tags."""
     from conditions.iov import IntervalOfValidity
     from conditions.store import open_store
-    from pxdbg.cli.checkpoint import untrained_checkpoint
+    from pxdbg.placeholders import untrained_checkpoint
     from pxdbg.models import get_model
     from registry.admin import publish_tag, upload_checkpoint
     from registry.campaigns import Campaign, create_campaign

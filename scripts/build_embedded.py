@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from pxdbg.cli.checkpoint import untrained_checkpoint  # noqa: E402
+from pxdbg.placeholders import untrained_checkpoint  # noqa: E402
 from pxdbg.models import available_models, get_model  # noqa: E402
 from registry.build_embedded import build_embedded_store  # noqa: E402
 from registry.embedded import EMBEDDED_STORE_DIR  # noqa: E402

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -72,70 +71,6 @@ def _model_choice() -> click.Choice:
     from pxdbg.models import available_models
 
     return click.Choice(list(available_models()))
-
-
-#: Manifest note of placeholder checkpoints (``pxdbg checkpoint init``).
-UNTRAINED_NOTE = ("UNTRAINED placeholder: freshly initialised weights (seed {seed}), output bias set for "
-                  "{occupancy:.1%} pixel occupancy; not a physics model")
-
-
-def untrained_checkpoint(model: str, path: str | Path, *, seed: int = 0, occupancy: float = 0.01,
-                         config: dict[str, Any] | None = None, **manifest_fields: Any) -> Path:
-    """Write a freshly initialised ``model`` as a checkpoint marked untrained.
-
-    An untrained generator fires nearly every pixel; a placeholder that is to exercise
-    the production chain (digits, files, overlay) should look like background in size.
-    So the bias of the final (one-channel) layer is shifted until about ``occupancy`` of
-    the pixels of one sample event pass the model's zero suppression. Everything else is
-    the model's own initialisation. ``config`` goes to the model's constructor (e.g.
-    ``{"width": 1/16}`` for a narrow convnet or resnet, ``{"ch": 4}`` for ieagan: cheap
-    models for tests and demos); the manifest records it.
-    The manifest says all this (``training_steps: 0`` and a note in ``description``).
-    """
-    import torch
-
-    from pxdbg.models import get_model
-    from pxdbg.models.loading import save_generator
-    from pxdbg.sensors import N_UCELLS, PADDED_UCELLS, ROW_PADDING
-    from pxdbg.transforms import model_to_adc
-
-    module = get_model(model)
-    torch.manual_seed(seed)
-    try:
-        network = module.Model(**(config or {}))
-    except (TypeError, ValueError) as error:
-        raise click.BadParameter(f"model config {config!r} does not fit {model}: {error}") from None
-    network.eval()
-    final = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 1][-1]
-    captured: list[torch.Tensor] = []
-    hook = final.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
-    with torch.inference_mode():
-        z = torch.randn(40, module.LATENT_DIM, generator=torch.Generator().manual_seed(seed))
-        # One whole event: untrained images differ wildly in offset from one to the next.
-        if hasattr(network, "condition"):  # class-conditional: image i is sensor i
-            network.synthesize(network.condition(z, torch.arange(40)))
-        else:
-            network(z)
-    hook.remove()
-    pre = captured[0][:, 0]
-    cut = {"threshold": module.THRESHOLD, "model_cut": getattr(module, "MODEL_CUT", None)}
-    # A pixel fires when its output tanh(pre + shift) passes the model-space value where
-    # the ADC conversion (and cuts) first give a nonzero count: find that value once on a
-    # tiny tensor, then the shift is a quantile of the pre-activations of the cropped image.
-    low, high = -1.0, 1.0
-    for _ in range(50):
-        middle = (low + high) / 2
-        probe = torch.full((PADDED_UCELLS, 1), middle)
-        low, high = (low, middle) if model_to_adc(probe, **cut)[0, 0] > 0 else (middle, high)
-    visible = pre[:, ROW_PADDING:ROW_PADDING + N_UCELLS].flatten()
-    keep = max(1, min(visible.numel(), round(occupancy * visible.numel())))
-    quantile = float(torch.kthvalue(visible, visible.numel() - keep + 1).values)
-    shift = math.atanh(min(high, 1 - 1e-6)) - quantile
-    with torch.no_grad():
-        final.bias.add_(shift)
-    manifest_fields.setdefault("training_steps", 0)
-    manifest_fields.setdefault("description", UNTRAINED_NOTE.format(seed=seed, occupancy=occupancy))
-    return save_generator(path, model, network, **manifest_fields)
 
 
 @click.group()
@@ -315,5 +250,10 @@ def init(model: str, output: Path, seed: int, occupancy: float, config: tuple[st
         if not sep:
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--config")
         settings[key.strip()] = json.loads(value) if value.strip()[:1].isdigit() or value.strip()[:1] in "-[{" else value
-    untrained_checkpoint(model, output, seed=seed, occupancy=occupancy, config=settings, campaign=campaign)
+    from ..placeholders import untrained_checkpoint
+
+    try:
+        untrained_checkpoint(model, output, seed=seed, occupancy=occupancy, config=settings, campaign=campaign)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--config") from None
     click.echo(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): untrained {model}")

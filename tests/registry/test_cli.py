@@ -165,3 +165,22 @@ def test_import_legacy_command(cli, tmp_path, capsys):
     assert "pwned" not in capsys.readouterr().out
     assert not wrong.exists() and not (tmp_path / "evil.safetensors").exists()
     assert not (tmp_path / "raw.safetensors").exists() and read_manifest(out) is not None
+
+
+def test_checkpoint_init_writes_a_labelled_placeholder_and_refuses_a_bad_config(cli, tmp_path):
+    import numpy as np
+
+    from pxdbg.models.loading import load_generator
+
+    out = tmp_path / "placeholder.safetensors"
+    cli("checkpoint", "init", "--model", "convnet", "--config", "width=0.0625", "--seed", "3",
+        "--occupancy", "0.02", "-o", str(out))
+    network, manifest = load_generator("convnet", out)
+    assert manifest.training_steps == 0 and manifest.description.startswith("UNTRAINED placeholder")
+    assert "2.0% pixel occupancy" in manifest.description and manifest.model_config == {"width": 0.0625}
+    events = get_model("convnet").generate(network, torch.Generator().manual_seed(3))
+    assert np.asarray(events).dtype == np.uint8 and events.shape == (1, 40, 250, 768)
+    bad = cli("checkpoint", "init", "--model", "convnet", "--config", "width=abc", "-o", str(tmp_path / "x.st"),
+              status=2)
+    assert "--config" in bad.output and "does not fit convnet" in bad.output
+    assert not (tmp_path / "x.st").exists()

@@ -36,6 +36,7 @@ from registry.manifest import Manifest
 
 from .digits import PXDDigits, dense_to_digits
 from .models import MODELS, get_model
+from .models.common import check_device_usable
 from .models.loading import load_generator
 
 log = logging.getLogger(__name__)
@@ -202,8 +203,7 @@ class PXDBackgroundGenerator:
         With a registry-resolved checkpoint the weights are loaded at the first
         :meth:`begin_run`, when (exp, run) is known.
         """
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"`device` {str(self.device)!r} requested, but CUDA is not available")
+        check_device_usable(self.device)
         self._apply_threads()
         if self.seed is not None:
             seed = self.seed

@@ -64,6 +64,7 @@ def train(model, data, steps, batch, width, lr, lr_g, lr_d, n_critic, ema_decay,
     """Train a generator and write its checkpoint (safetensors with a manifest)."""
     import torch
 
+    from ..models.common import check_device_usable
     from ..training.state import TrainingStateError, has_state, load_state
     from ..training.trainer import TrainConfig, Trainer
 
@@ -71,10 +72,10 @@ def train(model, data, steps, batch, width, lr, lr_g, lr_d, n_critic, ema_decay,
         torch_device = torch.device(device)
     except RuntimeError as error:
         raise click.BadParameter(f"{device!r} is not a torch device ({error})", param_hint="--device") from None
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter(f"{device!r} requested, but this torch has no usable CUDA device "
-                                 f"(torch {torch.__version__}); train on cpu or install a CUDA build",
-                                 param_hint="--device")
+    try:  # here, so that a run directory is not even created
+        check_device_usable(torch_device)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--device") from None
     if threads:
         torch.set_num_threads(threads)
     given = {"batch": batch, "width": width, "lr_g": lr_g if lr_g is not None else lr,

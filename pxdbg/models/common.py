@@ -12,6 +12,14 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def check_device_usable(device: torch.device) -> None:
+    """ValueError when ``device`` cannot run here, before any model or file is made: torch
+    only fails on first use, deep inside, with an AssertionError."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested, but this torch has no usable CUDA device "
+                         f"(torch {torch.__version__}); use cpu or install a CUDA build")
+
+
 def sample_latents(generator: torch.Generator | None, n_events: int, latent_dim: int,
                    device: torch.device) -> torch.Tensor:
     """``(n_events * 40, latent_dim)`` standard-normal latents, event after event.

@@ -38,6 +38,7 @@ from registry.checkpoint import write_checkpoint
 from registry.manifest import Manifest, software_versions
 
 from ..models import get_model
+from ..models.common import check_device_usable
 from . import losses
 from .data import BatchSampler, TrainingSample
 from .diffaugment import diff_augment
@@ -160,6 +161,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: str | Path, run_dir: str | Path, *, resume: bool = False,
                  progress: bool = True):
+        check_device_usable(torch.device(config.device))  # before anything is written
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "checkpoints").mkdir(exist_ok=True)

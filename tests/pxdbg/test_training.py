@@ -361,3 +361,10 @@ def test_cli_train_refuses_unusable_devices_before_anything_is_written(sample_fi
                                        "--device", device, "--no-progress", "-o", str(run_dir)])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not run_dir.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_trainer_refuses_cuda_without_it_before_writing(sample_file, tmp_path):
+    with pytest.raises(ValueError, match="no usable CUDA device"):
+        Trainer(TrainConfig(model="convnet", steps=1, device="cuda"), sample_file, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -163,7 +163,7 @@ class PXDBackgroundGenerator:
             if not campaign or not all(isinstance(c, str) for c in campaign):
                 raise TypeError("`campaign` as a list must hold at least one str (campaign names)")
             campaign = tuple(campaign) if len(campaign) > 1 else campaign[0]
-        if campaign is not None and not isinstance(campaign, str | tuple):
+        elif campaign is not None and not isinstance(campaign, str):
             raise TypeError(f"`campaign` must be None, a str or a list of str, got {type(campaign).__name__}")
         if campaign == "" or (isinstance(campaign, tuple) and "" in campaign):
             raise ValueError("`campaign` must not be empty")

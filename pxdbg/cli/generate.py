@@ -148,7 +148,6 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
     from ..digits import DigitsWriter
     from ..module import PXDBackgroundGenerator
 
-    campaign = None if not campaigns else campaigns[0] if len(campaigns) == 1 else list(campaigns)
     if runs_spec and runs_file:
         raise click.UsageError("give --runs or --runs-file, not both")
     if not output.resolve().parent.is_dir():  # before minutes of generation, not after
@@ -171,7 +170,7 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
         # Sources given here replace $PXDBG_CONDITIONS; the embedded store stays last.
         registry = CheckpointRegistry(list(sources))
     gen = PXDBackgroundGenerator(model=model, checkpoint=checkpoint, seed=seed, nintra=threads,
-                                 globaltag=globaltag, campaign=campaign, device=device,
+                                 globaltag=globaltag, campaign=list(campaigns) or None, device=device,
                                  resolver=registry.as_resolver() if registry is not None else None)
     gen.initialize()
     total = sum(n for _, _, n in plan)

@@ -99,6 +99,8 @@ _CACHEABLE_STATES = frozenset(
 )
 
 _WRITE_ATTEMPTS = 5
+#: Seconds a writer waits for another writer's lock before ConcurrentModificationError.
+DEFAULT_LOCK_TIMEOUT = 30.0
 
 
 def current_user() -> str:
@@ -263,7 +265,7 @@ class SqlStore(Store):
 
     def __init__(self, engine: Engine, blobs: BlobStorage, *, description: str,
                  cache: bool = True, cache_ttl: float = 5.0, max_payload_size: int | None = None,
-                 lock_timeout: float = 30.0):
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
         self.engine = engine
         self.blobs = blobs
         self.description = description
@@ -289,7 +291,7 @@ class SqlStore(Store):
         description = describe_url(parsed)
         if parsed.get_backend_name() == "sqlite":
             _check_sqlite_file(Path(parsed.database), create=create)
-            engine = _sqlite_engine(parsed, options.get("lock_timeout", 30.0))
+            engine = _sqlite_engine(parsed, options.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
         else:
             engine = create_engine(parsed, pool_pre_ping=True)
         _guard_against_fork(engine)

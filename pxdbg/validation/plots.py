@@ -94,49 +94,46 @@ def plot_occupancy_distributions(gen: SampleSummary, ref: SampleSummary, path: P
     return _save(fig, path)
 
 
-def plot_charge_spectrum(gen: SampleSummary, ref: SampleSummary, report: ValidationReport, path: Path) -> Path:
+def _plot_histograms(gen_hist: np.ndarray, ref_hist: np.ndarray, edges: np.ndarray, path: Path, *,
+                     xlabel: str, ylabel: str, title: str, xlim: tuple[float, float] | None = None) -> Path:
+    """Reference and generated histograms, each normalised to unit sum, on a log scale."""
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
-    edges = np.arange(257) - 0.5
-    for summary, style in ((ref, REF_STYLE), (gen, GEN_STYLE)):
-        _step(ax, edges, _normalized(summary.charge_hist), **style)
+    for hist, style in ((ref_hist, REF_STYLE), (gen_hist, GEN_STYLE)):
+        _step(ax, edges, _normalized(hist), **style)
     ax.set_yscale("log")
-    ax.set_xlim(0, 256)
-    ax.set_xlabel("pixel charge [ADU]")
-    ax.set_ylabel("fraction of fired pixels")
-    ax.set_title(f"Pixel charge spectrum (W1 = {report.charge_w1:.3g} ADU, KS = {report.charge_ks:.3g})")
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend()
     return _save(fig, path)
+
+
+def plot_charge_spectrum(gen: SampleSummary, ref: SampleSummary, report: ValidationReport, path: Path) -> Path:
+    return _plot_histograms(
+        gen.charge_hist, ref.charge_hist, np.arange(257) - 0.5, path, xlim=(0, 256),
+        xlabel="pixel charge [ADU]", ylabel="fraction of fired pixels",
+        title=f"Pixel charge spectrum (W1 = {report.charge_w1:.3g} ADU, KS = {report.charge_ks:.3g})")
 
 
 def plot_cluster_size(gen: SampleSummary, ref: SampleSummary, report: ValidationReport, path: Path) -> Path:
-    fig = Figure(figsize=(8, 5), layout="constrained")
-    ax = fig.subplots()
-    edges = np.arange(CLUSTER_SIZE_MAX + 2) - 0.5
-    for summary, style in ((ref, REF_STYLE), (gen, GEN_STYLE)):
-        _step(ax, edges, _normalized(summary.cluster_size_hist), **style)
-    ax.set_yscale("log")
-    ax.set_xlim(0.5, CLUSTER_SIZE_MAX + 0.5)
-    ax.set_xlabel(f"cluster size [pixels] (last bin: >= {CLUSTER_SIZE_MAX})")
-    ax.set_ylabel("fraction of clusters")
-    ax.set_title(f"Cluster size, 8-connected (mean {report.mean_cluster_size_generated:.2f} generated, "
-                 f"{report.mean_cluster_size_reference:.2f} reference)")
-    ax.legend()
-    return _save(fig, path)
+    return _plot_histograms(
+        gen.cluster_size_hist, ref.cluster_size_hist, np.arange(CLUSTER_SIZE_MAX + 2) - 0.5, path,
+        xlim=(0.5, CLUSTER_SIZE_MAX + 0.5),
+        xlabel=f"cluster size [pixels] (last bin: >= {CLUSTER_SIZE_MAX})", ylabel="fraction of clusters",
+        title=(f"Cluster size, 8-connected (mean {report.mean_cluster_size_generated:.2f} generated, "
+               f"{report.mean_cluster_size_reference:.2f} reference)"))
 
 
 def plot_cluster_charge(gen: SampleSummary, ref: SampleSummary, report: ValidationReport, path: Path) -> Path:
-    fig = Figure(figsize=(8, 5), layout="constrained")
-    ax = fig.subplots()
     edges = np.arange(0, CLUSTER_CHARGE_MAX + 2 * CLUSTER_CHARGE_BIN, CLUSTER_CHARGE_BIN, dtype=float)
-    for summary, style in ((ref, REF_STYLE), (gen, GEN_STYLE)):
-        _step(ax, edges, _normalized(summary.cluster_charge_hist), **style)
-    ax.set_yscale("log")
-    ax.set_xlabel(f"cluster charge [ADU] ({CLUSTER_CHARGE_BIN} ADU bins, last bin: >= {CLUSTER_CHARGE_MAX})")
-    ax.set_ylabel("fraction of clusters")
-    ax.set_title(f"Cluster charge (W1 = {report.cluster_charge_w1:.3g} ADU, KS = {report.cluster_charge_ks:.3g})")
-    ax.legend()
-    return _save(fig, path)
+    return _plot_histograms(
+        gen.cluster_charge_hist, ref.cluster_charge_hist, edges, path,
+        xlabel=f"cluster charge [ADU] ({CLUSTER_CHARGE_BIN} ADU bins, last bin: >= {CLUSTER_CHARGE_MAX})",
+        ylabel="fraction of clusters",
+        title=f"Cluster charge (W1 = {report.cluster_charge_w1:.3g} ADU, KS = {report.cluster_charge_ks:.3g})")
 
 
 def plot_spearman(matrix: np.ndarray, title: str, path: Path, *, difference: bool = False) -> Path:

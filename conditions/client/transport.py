@@ -193,7 +193,6 @@ class Transport:
                     outcome.reason += " (time budget used up while retrying)"
                     break
                 time.sleep(wait)
-                response = None
             if response is None or response.status_code in RETRY_STATUSES:
                 outcomes.append(outcome)
                 if not outcome.retry_elsewhere:

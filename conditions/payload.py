@@ -78,9 +78,12 @@ class ResolvedPayload:
 
 @dataclass(frozen=True)
 class IoVRecord:
-    """One IoV row of a tag: which payload revision is valid where."""
+    """One IoV row of a tag: which payload revision is valid where (and, where the store
+    records it, when and by whom the row was made)."""
 
     iov_id: int | None
     tag: str
     payload: PayloadInfo
     iov: IntervalOfValidity
+    created: datetime | None = field(default=None, compare=False)
+    created_by: str | None = field(default=None, compare=False)

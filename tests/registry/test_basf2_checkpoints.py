@@ -21,12 +21,10 @@ import sqlite3
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from conditions.iov import IntervalOfValidity as IoV
 from conditions.snapshot import export_snapshot
 from conditions.store import open_store
-from pxdbg.cli import main
 from pxdbg.models.loading import adapt_legacy_state_dict, build_from_state_dict, load_generator, save_generator
 from registry.checkpoint import read_manifest
 from registry.exceptions import UnsafeCheckpointError
@@ -57,20 +55,6 @@ def basf2_payload_file(snapshot_dir, tag: str, name: str, exp: int, run: int):
     path = snapshot_dir / checksum[:2] / f"{payload_name}_r{revision}.root"
     assert hashlib.md5(path.read_bytes()).hexdigest() == checksum
     return path
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("PXDBG_DB", str(tmp_path / "admin.db"))
-    monkeypatch.delenv("CONDITIONSDB_URL", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, status: int = 0):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == status, result.output
-        return result
-
-    return invoke
 
 
 def test_upload_format_basf2_is_what_basf2s_module_loads(cli, tmp_path, caplog):

@@ -20,6 +20,11 @@ Definitions (also written into every report under ``definitions``):
   samples. Histogram-based W1 uses the bin centres: pixel charge has one bin per ADU value
   (exact); cluster size one bin per pixel count up to 64 with an overflow bin;
   cluster charge 8-ADU bins up to 4096 ADU with an overflow bin.
+- **positions**: the u (row) and v (column) cell of every fired pixel, one histogram per
+  layer; ``hit_u_ks`` / ``hit_v_ks`` are the larger of the two layers' KS statistics. They
+  see the v-pitch regions, gradients and sensor edges.
+- **cluster extent**: rows (u) and columns (v) spanned by a cluster's bounding box (1 px
+  bins up to 64, overflow), which tells compact clusters from long, thin grazing tracks.
 - **Spearman matrix**: rank correlation over events of the 40 per-sensor occupancies. A
   sensor that never changes has no defined correlation; its row and column are reported as
   0 and listed under ``spearman_constant_sensors``.
@@ -36,7 +41,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -64,6 +69,8 @@ FEATURE_NAMES = tuple(
     + ["log10(1+clusters)", "mean pixel charge [ADU]", "mean cluster size [px]", "mean cluster charge [ADU]"]
 )
 N_FEATURES = len(FEATURE_NAMES)
+#: Sensor index of the first layer-2 sensor.
+_LAYER2_FIRST = 16
 FRECHET_RIDGE = 1e-6
 
 DEFINITIONS = {
@@ -73,6 +80,10 @@ DEFINITIONS = {
     "ks": "Kolmogorov-Smirnov statistic, max |CDF_gen - CDF_ref|",
     "histograms": (f"pixel charge: 1 ADU bins 0..255; cluster size: 1 px bins, overflow >= {CLUSTER_SIZE_MAX}; "
                    f"cluster charge: {CLUSTER_CHARGE_BIN} ADU bins, overflow >= {CLUSTER_CHARGE_MAX} ADU"),
+    "positions": "u and v cell of every fired pixel, per layer; KS per layer, the larger one reported",
+    "cluster_extent": f"u and v extent of each cluster's bounding box (cells), 1 px bins, overflow >= {64}",
+    "floor": ("the same comparison between a second, independent reference sample (the floor sample) and "
+              "the reference: what sample statistics alone give; ratio = value / floor"),
     "spearman": "rank correlation over events of the 40 per-sensor occupancies; constant sensors -> 0",
     "frechet": ("Frechet distance of Gaussians on 44 per-event features: log10(1+fired pixels) per sensor (40), "
                 "log10(1+clusters), mean pixel charge, mean cluster size, mean cluster charge; z-scored with the "
@@ -122,12 +133,29 @@ def find_clusters(key: np.ndarray) -> tuple[int, np.ndarray]:
 def cluster_properties(key: np.ndarray, charge: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per cluster: size (pixels), charge (ADU sum) and the ``key // PIXELS_PER_SENSOR`` of its
     sensor (``event * 40 + sensor``). ``key`` as in :func:`find_clusters`."""
+    size, total, owner, _, _ = cluster_shapes(key, charge)
+    return size, total, owner
+
+
+def cluster_shapes(key: np.ndarray, charge: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`cluster_properties` plus each cluster's extent in u and in v (cells spanned by
+    its bounding box)."""
     n_clusters, labels = find_clusters(key)
     size = np.bincount(labels, minlength=n_clusters).astype(np.int64)
     total = np.bincount(labels, weights=charge.astype(np.float64), minlength=n_clusters).astype(np.int64)
     owner = np.empty(n_clusters, np.int64)
     owner[labels] = key // PIXELS_PER_SENSOR
-    return size, total, owner
+    if n_clusters == 0:
+        empty = np.zeros(0, np.int64)
+        return size, total, owner, empty, empty
+    order = np.argsort(labels, kind="stable")
+    first = np.zeros(n_clusters, np.int64)
+    np.cumsum(size[:-1], out=first[1:])
+    u, v = np.divmod(key[order] % PIXELS_PER_SENSOR, N_VCELLS)
+    extent_u = np.maximum.reduceat(u, first) - np.minimum.reduceat(u, first) + 1
+    extent_v = np.maximum.reduceat(v, first) - np.minimum.reduceat(v, first) + 1
+    return size, total, owner, extent_u, extent_v
 
 
 # ----------------------------------------------------------------------------------------
@@ -144,6 +172,11 @@ class SampleSummary:
     charge_hist: np.ndarray  # (256,) int64: pixel ADC value counts, index = ADU
     cluster_size_hist: np.ndarray  # (CLUSTER_SIZE_MAX + 1,) int64, index = size, last = overflow
     cluster_charge_hist: np.ndarray  # (N_CLUSTER_CHARGE_BINS,) int64, last = overflow
+    # Added later: None in summaries saved before (their comparisons are NaN).
+    hit_u_hist: np.ndarray | None = None  # (2, 250) int64: fired pixels per u cell, per layer
+    hit_v_hist: np.ndarray | None = None  # (2, 768) int64: fired pixels per v cell, per layer
+    extent_u_hist: np.ndarray | None = None  # (CLUSTER_SIZE_MAX + 1,) cluster u extents, last = overflow
+    extent_v_hist: np.ndarray | None = None  # (CLUSTER_SIZE_MAX + 1,) cluster v extents, last = overflow
 
     @property
     def occupancy(self) -> np.ndarray:
@@ -158,12 +191,13 @@ class SampleSummary:
 
     def save(self, path: str | Path) -> None:
         """Store as .npz (plain arrays, no pickle), e.g. to reuse a reference summary."""
-        np.savez_compressed(Path(path), **{k: np.asarray(v) for k, v in asdict(self).items()})
+        np.savez_compressed(Path(path), **{k: np.asarray(v) for k, v in asdict(self).items() if v is not None})
 
     @classmethod
     def load(cls, path: str | Path) -> "SampleSummary":
         with np.load(Path(path), allow_pickle=False) as data:
-            return cls(**{k: (int(data[k]) if k == "n_events" else data[k]) for k in data.files})
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: (int(data[k]) if k == "n_events" else data[k]) for k in data.files if k in known})
 
 
 class SummaryAccumulator:
@@ -179,6 +213,10 @@ class SummaryAccumulator:
         self.charge_hist = np.zeros(256, np.int64)
         self.cluster_size_hist = np.zeros(CLUSTER_SIZE_MAX + 1, np.int64)
         self.cluster_charge_hist = np.zeros(N_CLUSTER_CHARGE_BINS, np.int64)
+        self.hit_u_hist = np.zeros((2, N_UCELLS), np.int64)
+        self.hit_v_hist = np.zeros((2, N_VCELLS), np.int64)
+        self.extent_u_hist = np.zeros(CLUSTER_SIZE_MAX + 1, np.int64)
+        self.extent_v_hist = np.zeros(CLUSTER_SIZE_MAX + 1, np.int64)
         self.n_events = 0
 
     def add(self, item: Any) -> int:
@@ -239,8 +277,16 @@ class SummaryAccumulator:
         fired = np.bincount(owner, minlength=n_events * N_SENSORS).reshape(n_events, N_SENSORS)
         self.charge_hist += np.bincount(charge, minlength=256)[:256]
 
-        size, ccharge, cowner = cluster_properties(key, charge)
+        pixel = key % PIXELS_PER_SENSOR
+        outer = ((key // PIXELS_PER_SENSOR) % N_SENSORS >= _LAYER2_FIRST).astype(np.int64)
+        u, v = np.divmod(pixel, N_VCELLS)
+        self.hit_u_hist += np.bincount(outer * N_UCELLS + u, minlength=2 * N_UCELLS).reshape(2, N_UCELLS)
+        self.hit_v_hist += np.bincount(outer * N_VCELLS + v, minlength=2 * N_VCELLS).reshape(2, N_VCELLS)
+
+        size, ccharge, cowner, ext_u, ext_v = cluster_shapes(key, charge)
         self.cluster_size_hist += np.bincount(np.minimum(size, CLUSTER_SIZE_MAX), minlength=CLUSTER_SIZE_MAX + 1)
+        self.extent_u_hist += np.bincount(np.minimum(ext_u, CLUSTER_SIZE_MAX), minlength=CLUSTER_SIZE_MAX + 1)
+        self.extent_v_hist += np.bincount(np.minimum(ext_v, CLUSTER_SIZE_MAX), minlength=CLUSTER_SIZE_MAX + 1)
         cbin = np.minimum(ccharge // CLUSTER_CHARGE_BIN, N_CLUSTER_CHARGE_BINS - 1)
         self.cluster_charge_hist += np.bincount(cbin, minlength=N_CLUSTER_CHARGE_BINS)
 
@@ -269,6 +315,8 @@ class SummaryAccumulator:
         return SampleSummary(
             n_events=self.n_events, fired=fired, features=feats, charge_hist=self.charge_hist.copy(),
             cluster_size_hist=self.cluster_size_hist.copy(), cluster_charge_hist=self.cluster_charge_hist.copy(),
+            hit_u_hist=self.hit_u_hist.copy(), hit_v_hist=self.hit_v_hist.copy(),
+            extent_u_hist=self.extent_u_hist.copy(), extent_v_hist=self.extent_v_hist.copy(),
         )
 
 
@@ -440,6 +488,14 @@ class ValidationReport:
     spearman_max_abs_difference: float
     spearman_constant_sensors: dict[str, list[int]]
     frechet_distance: float
+    hit_u_ks: float = math.nan
+    hit_v_ks: float = math.nan
+    cluster_extent_u_w1: float = math.nan
+    cluster_extent_v_w1: float = math.nan
+    #: With a floor sample (``compare(..., floor=...)``): its event count and its scalars
+    #: (the floor sample compared with the reference).
+    n_floor: int | None = None
+    floor_scalars: dict[str, float] | None = None
     definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
 
     def scalars(self) -> dict[str, float]:
@@ -451,13 +507,30 @@ class ValidationReport:
             "charge_ks": self.charge_ks,
             "cluster_size_w1": self.cluster_size_w1,
             "cluster_charge_w1": self.cluster_charge_w1,
+            "cluster_extent_u_w1": self.cluster_extent_u_w1,
+            "cluster_extent_v_w1": self.cluster_extent_v_w1,
+            "hit_u_ks": self.hit_u_ks,
+            "hit_v_ks": self.hit_v_ks,
             "spearman_mean_abs_difference": self.spearman_mean_abs_difference,
             "frechet_distance": self.frechet_distance,
         }
 
+    def floor_ratios(self) -> dict[str, float] | None:
+        """Each scalar divided by its floor (None without a floor sample): at most ~1 means
+        the generated sample is as close to the reference as sample statistics allow."""
+        if self.floor_scalars is None:
+            return None
+        out = {}
+        for key, value in self.scalars().items():
+            floor = self.floor_scalars.get(key, math.nan)
+            ok = floor is not None and math.isfinite(floor) and floor > 0 and math.isfinite(value)
+            out[key] = value / floor if ok else math.nan
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["scalars"] = self.scalars()
+        d["floor_ratios"] = self.floor_ratios()
         return _jsonable(d)
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -482,8 +555,18 @@ class ValidationReport:
             f" vs {f(self.mean_cluster_size_reference, '.2f')}), cluster charge: W1 {f(self.cluster_charge_w1)} ADU",
             f"Spearman 40x40: mean |diff| {f(self.spearman_mean_abs_difference, '.3f')}, "
             f"max |diff| {f(self.spearman_max_abs_difference, '.3f')}",
+            f"positions: u KS {f(self.hit_u_ks)}, v KS {f(self.hit_v_ks)}; cluster extent W1: "
+            f"u {f(self.cluster_extent_u_w1)} px, v {f(self.cluster_extent_v_w1)} px",
             f"Frechet distance (44 features, reference-standardized): {f(self.frechet_distance)}",
         ]
+        ratios = self.floor_ratios()
+        if ratios is not None:
+            lines.append(f"against the floor ({self.n_floor} events of an independent reference sample; "
+                         "ratio <= 1: as good as the statistics allow):")
+            width = max(len(k) for k in ratios)
+            for key, value in self.scalars().items():
+                lines.append(f"  {key:<{width}}  {f(value):>10}  floor {f(self.floor_scalars.get(key)):>10}  "
+                             f"ratio {f(ratios[key], '.2f'):>6}")
         return lines
 
 
@@ -492,8 +575,32 @@ def _mean_cluster_size(hist: np.ndarray) -> float:
     return float((hist * np.arange(len(hist))).sum() / total) if total else math.nan
 
 
-def compare(generated: SampleSummary, reference: SampleSummary) -> ValidationReport:
-    """Compare a generated sample with a reference sample."""
+def _position_ks(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """The larger per-layer KS of two (2, cells) position histograms (NaN if unavailable)."""
+    if a is None or b is None:
+        return math.nan
+    values = [histogram_distances(a[layer], b[layer])[1] for layer in range(2)]
+    values = [v for v in values if math.isfinite(v)]
+    return max(values) if values else math.nan
+
+
+def _hist_w1(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    return math.nan if a is None or b is None else histogram_distances(a, b, 1.0)[0]
+
+
+def compare(generated: SampleSummary, reference: SampleSummary, floor: SampleSummary | None = None
+            ) -> ValidationReport:
+    """Compare a generated sample with a reference sample; with ``floor``, an independent
+    second reference sample, also report each scalar's floor (the floor sample compared with
+    the reference), which is what sample statistics alone give."""
+    report = _compare(generated, reference)
+    if floor is not None:
+        report.n_floor = floor.n_events
+        report.floor_scalars = _compare(floor, reference).scalars()
+    return report
+
+
+def _compare(generated: SampleSummary, reference: SampleSummary) -> ValidationReport:
     occ_g, occ_r = generated.occupancy, reference.occupancy
     mean_g, mean_r = generated.mean_occupancy, reference.mean_occupancy
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -540,21 +647,31 @@ def compare(generated: SampleSummary, reference: SampleSummary) -> ValidationRep
         spearman_mean_abs_difference=sp_mean, spearman_max_abs_difference=sp_max,
         spearman_constant_sensors={"generated": const_g, "reference": const_r},
         frechet_distance=fd,
+        hit_u_ks=_position_ks(generated.hit_u_hist, reference.hit_u_hist),
+        hit_v_ks=_position_ks(generated.hit_v_hist, reference.hit_v_hist),
+        cluster_extent_u_w1=_hist_w1(generated.extent_u_hist, reference.extent_u_hist),
+        cluster_extent_v_w1=_hist_w1(generated.extent_v_hist, reference.extent_v_hist),
     )
 
 
 def validate_files(generated_path: str | Path, reference_path: str | Path, out_dir: str | Path | None = None,
                    *, max_events: int | None = None, progress: bool = False,
-                   plots: bool = True) -> ValidationReport:
-    """Compare two pxd-digits files; with ``out_dir``, write ``report.json`` and the PNG plots."""
+                   plots: bool = True, floor_path: str | Path | None = None) -> ValidationReport:
+    """Compare two pxd-digits files; with ``out_dir``, write ``report.json`` and the PNG plots;
+    with ``floor_path`` (a second, independent sample from the reference's source), report
+    each metric beside its floor."""
     gen = summarize_file(generated_path, max_events=max_events, progress=progress, desc="generated")
     ref = summarize_file(reference_path, max_events=max_events, progress=progress, desc="reference")
-    report = compare(gen, ref)
+    flo = None
+    if floor_path is not None:
+        flo = summarize_file(floor_path, max_events=max_events, progress=progress, desc="floor")
+    report = compare(gen, ref, flo)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         doc = report.to_dict()
-        doc["inputs"] = {"generated": str(generated_path), "reference": str(reference_path), "max_events": max_events}
+        doc["inputs"] = {"generated": str(generated_path), "reference": str(reference_path),
+                         "floor": None if floor_path is None else str(floor_path), "max_events": max_events}
         tmp = out / "report.json.tmp"
         tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
         tmp.replace(out / "report.json")

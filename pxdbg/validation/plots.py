@@ -136,6 +136,49 @@ def plot_cluster_charge(gen: SampleSummary, ref: SampleSummary, report: Validati
         title=f"Cluster charge (W1 = {report.cluster_charge_w1:.3g} ADU, KS = {report.cluster_charge_ks:.3g})")
 
 
+def plot_positions(gen: SampleSummary, ref: SampleSummary, report: ValidationReport, path: Path) -> Path | None:
+    """Where pixels fire: u and v profiles per layer (the v-pitch regions, gradients and
+    edges show here)."""
+    if gen.hit_u_hist is None or ref.hit_u_hist is None:
+        return None
+    fig = Figure(figsize=(13, 7), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for layer in range(2):
+        for col, (g, r, cells, name) in enumerate(((gen.hit_u_hist, ref.hit_u_hist, 250, "u (row)"),
+                                                    (gen.hit_v_hist, ref.hit_v_hist, 768, "v (column)"))):
+            ax = axes[layer, col]
+            edges = np.arange(cells + 1) - 0.5
+            for hist, style in ((r[layer], REF_STYLE), (g[layer], GEN_STYLE)):
+                _step(ax, edges, _normalized(hist), **style)
+            ax.set_xlim(-0.5, cells - 0.5)
+            ax.set_xlabel(f"{name} cell")
+            ax.set_ylabel("fraction of fired pixels")
+            ax.set_title(f"layer {layer + 1}: {name.split()[0]} profile", fontsize=10)
+    axes[0, 0].legend()
+    fig.suptitle(f"Hit positions (KS: u {report.hit_u_ks:.3g}, v {report.hit_v_ks:.3g}; {_counts_note(gen, ref)})")
+    return _save(fig, path)
+
+
+def plot_cluster_extent(gen: SampleSummary, ref: SampleSummary, report: ValidationReport, path: Path) -> Path | None:
+    """Cluster lengths along u and v: compact clusters against long, thin grazing tracks."""
+    if gen.extent_u_hist is None or ref.extent_u_hist is None:
+        return None
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    edges = np.arange(CLUSTER_SIZE_MAX + 2) - 0.5
+    for ax, g, r, name, w1 in ((axes[0], gen.extent_u_hist, ref.extent_u_hist, "u", report.cluster_extent_u_w1),
+                               (axes[1], gen.extent_v_hist, ref.extent_v_hist, "v", report.cluster_extent_v_w1)):
+        for hist, style in ((r, REF_STYLE), (g, GEN_STYLE)):
+            _step(ax, edges, _normalized(hist), **style)
+        ax.set_yscale("log")
+        ax.set_xlim(0.5, CLUSTER_SIZE_MAX + 0.5)
+        ax.set_xlabel(f"cluster extent in {name} [cells] (last bin: >= {CLUSTER_SIZE_MAX})")
+        ax.set_ylabel("fraction of clusters")
+        ax.set_title(f"extent in {name} (W1 = {w1:.3g} cells)")
+    axes[0].legend()
+    return _save(fig, path)
+
+
 def plot_spearman(matrix: np.ndarray, title: str, path: Path, *, difference: bool = False) -> Path:
     fig = Figure(figsize=(9.5, 8.5), layout="constrained")
     ax = fig.subplots()
@@ -170,6 +213,8 @@ def write_plots(gen: SampleSummary, ref: SampleSummary, report: ValidationReport
         plot_charge_spectrum(gen, ref, report, out / "charge_spectrum.png"),
         plot_cluster_size(gen, ref, report, out / "cluster_size.png"),
         plot_cluster_charge(gen, ref, report, out / "cluster_charge.png"),
+        plot_positions(gen, ref, report, out / "positions.png"),
+        plot_cluster_extent(gen, ref, report, out / "cluster_extent.png"),
         plot_spearman(report.spearman_generated, f"Inter-sensor occupancy correlation: generated "
                       f"({gen.n_events} events)", out / "spearman_generated.png"),
         plot_spearman(report.spearman_reference, f"Inter-sensor occupancy correlation: reference "
@@ -178,4 +223,4 @@ def write_plots(gen: SampleSummary, ref: SampleSummary, report: ValidationReport
                       f"(mean |diff| {report.spearman_mean_abs_difference:.3f})", out / "spearman_difference.png",
                       difference=True),
     ]
-    return files
+    return [f for f in files if f is not None]

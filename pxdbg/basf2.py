@@ -68,6 +68,10 @@ def insert_after(modules: Iterable[Any], new: Any, name_of: Callable[[Any], str]
     return modules[: i + 1] + [new] + modules[i + 1:]
 
 
+#: basf2's own PXDBackgroundGenerator module defaults to this model.
+BASF2_DEFAULT_MODEL = "convnet"
+
+
 def _require_basf2() -> Any:
     if _basf2 is None:
         raise ImportError("basf2 is not available: set up a Belle II software release (b2setup)")
@@ -79,13 +83,16 @@ if _basf2 is not None:  # pragma: no cover - exercised only inside a basf2 relea
         """basf2 module: generated PXD background into the overlay's PXDDigits collection.
 
         Takes the keyword arguments of :class:`pxdbg.module.PXDBackgroundGenerator`; the
-        seed defaults to one derived from ``basf2.get_random_seed()`` as basf2 does.
+        seed defaults to one derived from ``basf2.get_random_seed()`` as basf2 does, and the
+        model to basf2's default (``convnet``), so that a steering file written for basf2's
+        module behaves the same; pass ``model="sparse"`` for the faithful, fast model.
         """
 
         def __init__(self, **kwargs: Any):
             super().__init__()
             from .module import PXDBackgroundGenerator
 
+            kwargs.setdefault("model", BASF2_DEFAULT_MODEL)
             self.set_name("PXDBackgroundGenerator")
             self.generator = PXDBackgroundGenerator(**kwargs)  # validates the parameters now
 

@@ -10,11 +10,17 @@ registry resolves for the current (exp, run) in the campaign or global tag. When
 run resolves to another payload (another IoV), the weights are switched; when it
 resolves to the same payload nothing is reloaded.
 
+Models: the default ``sparse`` model emits digits directly (milliseconds per event, no
+images); the GANs (``convnet``, ``resnet``, ``ieagan``) emit images that are turned into
+digits. :meth:`PXDBackgroundGenerator.generate_dense` gives images for any model, densifying
+the sparse model's digits only then.
+
 Seeding: an explicit ``seed``, or one derived from the framework's random seed exactly as
 basf2 does it (the first 8 bytes of the SHA-512 digest of its string form, read as a
-signed big-endian integer). The seed initializes one private ``torch.Generator`` (same
-stream as ``torch.manual_seed`` in basf2) from which the latents of all events are drawn
-in order, so identical seeds give identical events, whatever the batch size.
+signed big-endian integer). For the GANs the seed initializes one private
+``torch.Generator`` (same stream as ``torch.manual_seed`` in basf2) from which the latents
+of all events are drawn in order; the sparse model seeds event k of the job from
+``(seed, k)``. Either way identical seeds give identical events, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from registry.checkpoint import ResolvedCheckpoint
 from registry.manifest import Manifest
 
 from .digits import PXDDigits, dense_to_digits
-from .models import MODELS, get_model
+from .sensors import EVENT_SHAPE
+from .models import DEFAULT_MODEL, MODELS, SPARSE, get_model, model_kind
 from .models.common import check_device_usable
 from .models.loading import load_generator
 
@@ -45,6 +52,7 @@ DEFAULT_GLOBALTAG = "PXDBackgroundGenerator"
 #: Models that run faster in channels-last memory format on CPU (default layout choice).
 _CHANNELS_LAST_ON_CPU = frozenset({"convnet", "resnet"})
 _SEED_MIN, _SEED_MAX = -(2**63), 2**63 - 1
+_SEED_MASK = 2**64 - 1
 
 #: ``resolver(model, exp, run, campaign, globaltag)`` -> a ResolvedCheckpoint, or a
 #: ``(path, manifest)`` pair.
@@ -56,6 +64,23 @@ def seed_from_framework(framework_seed: Any) -> int:
     ``str()`` is hashed): the first 8 bytes of SHA-512, signed, big-endian."""
     digest = hashlib.sha512(str(framework_seed).encode("utf-8")).digest()[:8]
     return int.from_bytes(digest, "big", signed=True)
+
+
+#: The model of a legacy checkpoint file without a manifest: basf2's module default.
+LEGACY_DEFAULT_MODEL = "convnet"
+
+
+def model_of_checkpoint(path: Path) -> str:
+    """The model a checkpoint file is for: its manifest's, or basf2's default (convnet) for
+    a legacy torch file that carries none."""
+    from registry.checkpoint import read_manifest
+
+    manifest = read_manifest(path)
+    if manifest is None:
+        log.info("%s carries no manifest: taking it for a %s checkpoint (basf2's default model)",
+                 path, LEGACY_DEFAULT_MODEL)
+        return LEGACY_DEFAULT_MODEL
+    return manifest.model
 
 
 def default_resolver(model: str, exp: int, run: int, campaign: str | tuple[str, ...] | None, globaltag: str):
@@ -113,7 +138,9 @@ class GeneratorStats:
 class PXDBackgroundGenerator:
     """Generates PXD background digits, one event per :meth:`event` call.
 
-    :param model: generator model name (``convnet``, ``resnet``, ``ieagan``)
+    :param model: generator model name: ``sparse`` (the default), ``convnet``, ``resnet``,
+        ``ieagan``; None: the model a fixed ``checkpoint`` says it is (its manifest; basf2's
+        default, convnet, for a legacy file without one), else ``sparse``
     :param checkpoint: checkpoint file; None resolves it per run from the registry
     :param seed: int in [-2**63, 2**63 - 1]; None derives it from ``framework_seed``
         like basf2 (or, without one, draws a fresh seed and logs it)
@@ -132,23 +159,25 @@ class PXDBackgroundGenerator:
         resnet on CPU, NCHW otherwise
     """
 
-    def __init__(self, model: str = "convnet", checkpoint: str | os.PathLike | None = None,
+    def __init__(self, model: str | None = None, checkpoint: str | os.PathLike | None = None,
                  seed: int | None = None, nintra: int = 1, ninter: int = 1,
                  globaltag: str = DEFAULT_GLOBALTAG, campaign: str | list[str] | tuple[str, ...] | None = None,
                  device: str | torch.device = "cpu", *, resolver: Resolver | None = None,
                  framework_seed: Any = None, images_per_forward: int | None = None,
                  channels_last: bool | None = None):
-        if not isinstance(model, str):
-            raise TypeError(f"`model` must be a str, got {type(model).__name__} {model!r}")
-        if model not in MODELS:
-            raise ValueError(f"invalid `model` {model!r} (options: {', '.join(MODELS)})")
-        self.model = model
         if checkpoint is not None:
             if not isinstance(checkpoint, (str, os.PathLike)):
                 raise TypeError(f"`checkpoint` must be None or a path, got {type(checkpoint).__name__}")
             checkpoint = Path(os.path.expandvars(os.fspath(checkpoint)))
             if not checkpoint.is_file():
                 raise ValueError(f"`checkpoint` {str(checkpoint)!r} is not an existing file")
+        if model is None:
+            model = model_of_checkpoint(checkpoint) if checkpoint is not None else DEFAULT_MODEL
+        if not isinstance(model, str):
+            raise TypeError(f"`model` must be a str, got {type(model).__name__} {model!r}")
+        if model not in MODELS:
+            raise ValueError(f"invalid `model` {model!r} (options: {', '.join(MODELS)})")
+        self.model = model
         self.checkpoint = checkpoint
         self.seed = _check_int("seed", seed, _SEED_MIN, _SEED_MAX, allow_none=True)
         self.nintra = _check_int("nintra", nintra, 1)
@@ -184,7 +213,12 @@ class PXDBackgroundGenerator:
         self.channels_last = channels_last
 
         self._module = get_model(model)
-        self._model: torch.nn.Module | None = None
+        self._sparse = model_kind(model) == SPARSE
+        if self._sparse and self.device.type != "cpu":
+            raise ValueError(f"the {model!r} model runs on the CPU (numpy), not on {str(self.device)!r}")
+        self._model: Any = None
+        #: Events made (or skipped) so far: the sparse model's per-event seed index.
+        self._events_made = 0
         self._generator: torch.Generator | None = None
         self._payload_key: Hashable = None
         #: Where the loaded weights came from (payload, tag, IoV, source; or the file path).
@@ -240,6 +274,8 @@ class PXDBackgroundGenerator:
 
     def events(self, n: int) -> list[PXDDigits]:
         """``n`` events generated in one batch: identical to ``n`` calls of :meth:`event`."""
+        if self._sparse:
+            return self._sparse_events(n)
         dense = self.generate_dense(n)
         t0 = time.perf_counter()
         digits = [dense_to_digits(ev) for ev in dense.numpy()]
@@ -248,11 +284,18 @@ class PXDBackgroundGenerator:
         return digits
 
     def generate_dense(self, n: int) -> torch.Tensor:
-        """``n`` events as dense uint8 images ``(n, 40, 250, 768)``."""
+        """``n`` events as dense uint8 images ``(n, 40, 250, 768)`` (for the sparse model: its
+        digits, densified)."""
         _check_int("n", n, 1)
-        if self._model is None:
-            raise RuntimeError("no checkpoint loaded: call initialize() (and begin_run() when the "
-                               "checkpoint comes from the registry) first")
+        self._check_loaded()
+        if self._sparse:
+            from .digits import digits_to_dense
+
+            events = self._sparse_events(n)
+            dense = np.zeros((n,) + EVENT_SHAPE, np.uint8)
+            for i, ev in enumerate(events):
+                digits_to_dense(ev, out=dense[i])
+            return torch.from_numpy(dense)
         t0 = time.perf_counter()
         dense = self._module.generate(self._model, self._generator, n,
                                       images_per_forward=self.images_per_forward)
@@ -260,12 +303,33 @@ class PXDBackgroundGenerator:
         self.stats.events += n
         return dense
 
+    def _check_loaded(self) -> None:
+        if self._model is None:
+            raise RuntimeError("no checkpoint loaded: call initialize() (and begin_run() when the "
+                               "checkpoint comes from the registry) first")
+
+    def _sparse_events(self, n: int) -> list[PXDDigits]:
+        _check_int("n", n, 1)
+        self._check_loaded()
+        t0 = time.perf_counter()
+        seed = self.used_seed & _SEED_MASK
+        first = self._events_made
+        events = self._model.generate_events([(seed, k) for k in range(first, first + n)])
+        self._events_made += n
+        self.stats.generate_seconds += time.perf_counter() - t0
+        self.stats.events += n
+        self.stats.digits += sum(len(d) for d in events)
+        return events
+
     def skip_events(self, n: int) -> None:
         """Advance the random stream past ``n`` events without generating them, e.g. to
         reproduce event k of a job without generating the k events before it."""
         _check_int("n", n, 0)
         if self._generator is None:
             raise RuntimeError("skip_events() before initialize()")
+        if self._sparse:
+            self._events_made += n
+            return
         from .models.common import sample_latents
 
         sample_latents(self._generator, n, self._module.LATENT_DIM, torch.device("cpu"))
@@ -291,12 +355,16 @@ class PXDBackgroundGenerator:
                             self.ninter, torch.get_num_interop_threads())
 
     def _load(self, resolved: ResolvedCheckpoint) -> None:
-        # The manifest check runs inside load_generator before any weight is used; a
-        # wrong-model checkpoint therefore fails here, before the first event.
-        model, manifest = load_generator(self.model, resolved.path, manifest=resolved.manifest)
-        model = model.to(self.device)
-        if self._use_channels_last():
-            model = model.to(memory_format=torch.channels_last)
+        # The manifest check runs before any weight is used; a wrong-model checkpoint
+        # therefore fails here, before the first event.
+        if self._sparse:
+            model = self._module.load(resolved.path)
+            manifest = model.manifest
+        else:
+            model, manifest = load_generator(self.model, resolved.path, manifest=resolved.manifest)
+            model = model.to(self.device)
+            if self._use_channels_last():
+                model = model.to(memory_format=torch.channels_last)
         self._model, self.manifest = model, manifest
         self._payload_key = resolved.payload_key
         self.stats.loads += 1

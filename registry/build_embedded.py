@@ -39,11 +39,12 @@ class EmbeddedEntry:
 
 
 def build_embedded_store(checkpoints: Mapping[str, str | Path], destination: str | Path = EMBEDDED_STORE_DIR,
-                         *, dtype: str | None = "float16",
+                         *, dtype: str | None | Mapping[str, str | None] = "float16",
                          architecture_versions: Mapping[str, int] | None = None) -> list[EmbeddedEntry]:
     """Write the embedded store for ``checkpoints`` ({model: file}) into ``destination``.
 
-    ``dtype``: storage precision of floating-point weights (None keeps them as they are).
+    ``dtype``: storage precision of floating-point weights (None keeps them as they are), or
+    one per model ({model: dtype}; models not listed are kept as they are).
     ``architecture_versions``: {model: version} the manifests must match.
     """
     destination = Path(destination)
@@ -63,8 +64,9 @@ def build_embedded_store(checkpoints: Mapping[str, str | Path], destination: str
                     raise ManifestError(f"{file}: an embedded checkpoint needs a manifest")
                 if manifest.model != model:
                     raise ManifestMismatchError(f"{file} holds a {manifest.model!r} checkpoint, not {model!r}")
-                if dtype is not None:
-                    file = cast_checkpoint(file, scratch / f"{model}.safetensors", dtype)
+                storage = dtype.get(model) if isinstance(dtype, Mapping) else dtype
+                if storage is not None:
+                    file = cast_checkpoint(file, scratch / f"{model}.safetensors", storage)
                 upload_checkpoint(store, file, model=model, globaltag=EMBEDDED_GLOBALTAG,
                                   iov=IntervalOfValidity.always(),
                                   architecture_version=(architecture_versions or {}).get(model))

@@ -23,10 +23,14 @@ import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Hashable, Mapping
 
 from .exceptions import CheckpointFormatError, ManifestError, UnsafeCheckpointError
 from .manifest import Manifest
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +82,36 @@ def sniff_format(path: str | Path) -> str:
     raise CheckpointFormatError(f"{path}: neither a safetensors checkpoint nor a torch state dict")
 
 
-def write_checkpoint(path: str | Path, state_dict: Mapping[str, "torch.Tensor"], manifest: Manifest) -> Path:
+def write_checkpoint(path: str | Path, state_dict: Mapping[str, "torch.Tensor | np.ndarray"],
+                     manifest: Manifest) -> Path:
     """Write ``state_dict`` and ``manifest`` to a safetensors file, atomically.
 
-    The file appears under its final name only when complete, so a crashed writer never
-    leaves a truncated checkpoint that looks valid.
+    Values are torch tensors (a generator's weights) or numpy arrays (the tables of a
+    sparse model, written without torch); one file holds one kind. The file appears under
+    its final name only when complete, so a crashed writer never leaves a truncated
+    checkpoint that looks valid.
     """
-    from safetensors.torch import save_file
+    import numpy as np
 
     if not isinstance(manifest, Manifest):
         raise TypeError(f"manifest must be a registry.manifest.Manifest, got {type(manifest).__name__}")
     path = Path(path)
-    tensors = {}
-    for key, value in state_dict.items():
+    for key in state_dict:
         if not isinstance(key, str):
             raise TypeError(f"state dict keys must be str, got {key!r}")
+    arrays = [isinstance(v, np.ndarray) for v in state_dict.values()]
+    if any(arrays) and not all(arrays):
+        raise TypeError("a checkpoint holds torch tensors or numpy arrays, not both")
+    if arrays and all(arrays):
+        from safetensors.numpy import save_file
+
+        tensors = {k: np.ascontiguousarray(v) for k, v in state_dict.items()}
+    else:
+        from safetensors.torch import save_file
+
         # safetensors refuses tensors that share storage (tied weights, views); an
         # independent contiguous CPU copy of each is always writable.
-        tensors[key] = value.detach().to("cpu").contiguous().clone()
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -107,6 +123,25 @@ def write_checkpoint(path: str | Path, state_dict: Mapping[str, "torch.Tensor"],
     return path
 
 
+def read_arrays(path: str | Path) -> tuple[dict[str, "np.ndarray"], Manifest | None]:
+    """The tensors (as numpy arrays) and manifest of a safetensors checkpoint, without torch.
+
+    For checkpoints that are tables rather than network weights (the sparse model); legacy
+    torch files are refused.
+    """
+    path = Path(path)
+    if sniff_format(path) != SAFETENSORS:
+        raise CheckpointFormatError(f"{path}: expected a safetensors checkpoint, got a torch file")
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    manifest = read_manifest(path)
+    try:
+        return load_file(str(path)), manifest
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise CheckpointFormatError(f"{path}: corrupt safetensors checkpoint ({exc})") from exc
+
+
 def read_manifest(path: str | Path) -> Manifest | None:
     """The manifest of a checkpoint, without loading its tensors (None for legacy files)."""
     if sniff_format(path) != SAFETENSORS:
@@ -114,7 +149,7 @@ def read_manifest(path: str | Path) -> Manifest | None:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # the header only: no torch needed
             return Manifest.from_metadata(f.metadata())
     except (OSError, ValueError) as exc:
         if isinstance(exc, CheckpointFormatError):

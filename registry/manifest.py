@@ -65,6 +65,8 @@ class Manifest:
     model_config: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=_utc_now)
     description: str | None = None
+    #: The training files, each ``{"name", "events", "sha256"}`` (models fitted to several).
+    training_files: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -80,6 +82,8 @@ class Manifest:
         for name in ("metrics", "software", "model_config"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ManifestError(f"manifest field {name!r} must be a mapping")
+        if not isinstance(self.training_files, list) or not all(isinstance(f, Mapping) for f in self.training_files):
+            raise ManifestError("manifest field 'training_files' must be a list of mappings")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

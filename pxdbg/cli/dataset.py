@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ..datasets.synthetic import PRESETS
 from .generate import handle_errors
 
 
@@ -23,18 +24,25 @@ def dataset() -> None:
               help="pxd-digits file to write.")
 @click.option("--exp", default=0, show_default=True, type=int, help="Experiment number of the events.")
 @click.option("--run", default=0, show_default=True, type=int, help="Run number of the events.")
+@click.option("--campaign", default="nominal", show_default=True,
+              type=click.Choice(list(PRESETS)),
+              help="Preset of beam conditions; they differ in kind, not only in scale (see pxdbg.datasets.synthetic).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @handle_errors
-def synth(n_events: int, seed: int, output: Path, exp: int, run: int, progress: bool) -> None:
-    """Write a synthetic PXD background sample (a stand-in for demos and tests, not physics)."""
+def synth(n_events: int, seed: int, output: Path, exp: int, run: int, campaign: str, progress: bool) -> None:
+    """Write a synthetic PXD background sample (a stand-in for demos and tests, not physics).
+
+    Presets: nominal; high-lumi (the smooth luminosity term dominates); injection (a quarter
+    of the frames in injection bursts); beam-loss (many long grazing tracks); quiet."""
     import time
 
     from ..datasets.synthetic import write_synthetic
 
     t0 = time.perf_counter()
-    write_synthetic(output, n_events, seed, exp=exp, run=run, progress=progress)
+    write_synthetic(output, n_events, seed, exp=exp, run=run, progress=progress, campaign=campaign)
     dt = time.perf_counter() - t0
-    click.echo(f"wrote {n_events} synthetic events to {output} in {dt:.1f} s ({n_events / dt:.0f} events/s)")
+    click.echo(f"wrote {n_events} synthetic events ({campaign}) to {output} in {dt:.1f} s "
+               f"({n_events / dt:.0f} events/s)")
 
 
 @dataset.command("import-root")

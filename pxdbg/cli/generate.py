@@ -114,7 +114,9 @@ def handle_errors(func: Callable) -> Callable:
               help="Run list instead of --exp/--run, e.g. '0:1-5,0:6,1:2-3'; may cross IoV boundaries.")
 @click.option("--runs-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Run list file: one 'RANGES [EVENTS]' per line, # comments.")
-@click.option("--model", default="convnet", show_default=True, help="Generator model.")
+@click.option("--model", default=None,
+              help="Generator model: sparse (digits directly, milliseconds per event), or a GAN: convnet, "
+                   "resnet, ieagan (seconds per event on a CPU). Default: the --checkpoint's model, else sparse.")
 @click.option("--campaign", "campaigns", multiple=True,
               help="Background campaign (its global tag provides the checkpoints); repeat for a run list "
                    "spanning several, highest priority first.")
@@ -130,16 +132,16 @@ def handle_errors(func: Callable) -> Callable:
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda:0.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Intra-op CPU threads.")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Events per forward pass.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Events generated together [sparse: 64; GANs: 1 per forward pass].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("pxd_background.h5"), show_default=True, help="Output pxd-digits file.")
 @handle_errors
-def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: Path | None, model: str,
+def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: Path | None, model: str | None,
              campaigns: tuple[str, ...], globaltag: str, checkpoint: Path | None, sources: tuple[str, ...],
              seed: int | None, device: str,
-             threads: int, batch: int, progress: bool | None, output: Path) -> None:
+             threads: int, batch: int | None, progress: bool | None, output: Path) -> None:
     """Generate PXD background events and write them as a pxd-digits file."""
     import secrets
 
@@ -148,8 +150,19 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
     from ..digits import DigitsWriter
     from ..module import PXDBackgroundGenerator
 
+    from ..models import DEFAULT_MODEL, SPARSE, model_kind
+    from ..module import model_of_checkpoint
+
     if runs_spec and runs_file:
         raise click.UsageError("give --runs or --runs-file, not both")
+    if model is None:
+        model = model_of_checkpoint(checkpoint) if checkpoint is not None else DEFAULT_MODEL
+    try:
+        kind = model_kind(model)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--model") from None
+    if batch is None:
+        batch = 64 if kind == SPARSE else 1
     if not output.resolve().parent.is_dir():  # before minutes of generation, not after
         raise click.BadParameter(f"directory {str(output.resolve().parent)!r} does not exist", param_hint="-o/--output")
     if runs_file:

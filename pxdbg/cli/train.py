@@ -1,13 +1,18 @@
 """``pxdbg train``: train a generator on a pxd-digits sample into a run directory.
 
+    pxdbg train --model sparse --data train.h5 -o runs/sparse
+    pxdbg train --model sparse --data a.h5 b.h5 --validation heldout.h5 -o runs/sparse
     pxdbg train --model resnet --data train.h5 --steps 2000 --batch 8 -o runs/resnet
     pxdbg train --model resnet --data train.h5 --steps 4000 --resume -o runs/resnet
     pxdbg train --model ieagan --data train.h5 --steps 300 --ema-decay 0.99 --ema-start 100 -o runs/ieagan
 
-convnet and resnet train with WGAN-GP, ieagan with the IEA-GAN objective (one event of 40
-sensor images per step). The run directory receives ``checkpoints/``, ``metrics.jsonl``,
-``config.json``, the resumable training state, and the final generator checkpoint
-``<model>.safetensors`` (safetensors with a manifest), whose path is printed last.
+The sparse model is fitted in one pass over its training files (minutes on one core), with
+a held-out validation (``--holdout`` of the events, or a ``--validation`` file) whose report
+and plots go to ``validation/``. convnet and resnet train with WGAN-GP, ieagan with the
+IEA-GAN objective (one event of 40 sensor images per step); their run directory receives
+``checkpoints/``, ``metrics.jsonl``, ``config.json`` and the resumable training state. Every
+run ends with the checkpoint ``<model>.safetensors`` (safetensors with a manifest), whose
+path is printed last.
 """
 
 from __future__ import annotations
@@ -20,12 +25,21 @@ import click
 
 
 @click.command("train")
-@click.option("--model", required=True, type=click.Choice(["convnet", "resnet", "ieagan"]),
+@click.option("--model", required=True, type=click.Choice(["sparse", "convnet", "resnet", "ieagan"]),
               help="Generator to train.")
-@click.option("--data", "data", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Training sample (pxd-digits HDF5).")
-@click.option("--steps", required=True, type=click.IntRange(min=0),
-              help="Total generator steps (on --resume: the new total).")
+@click.option("--data", "data", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Training sample (pxd-digits HDF5); sparse: several files may follow (--data A B ...).")
+@click.argument("more_data", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--steps", type=click.IntRange(min=0), default=None,
+              help="GANs: total generator steps (on --resume: the new total). Required for GANs.")
+@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="sparse: fraction of the events held out for validation [0.2; 0 with --validation].")
+@click.option("--validation", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="sparse: a held-out sample to validate against, instead of holding out events.")
+@click.option("--floor", "floor", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="sparse: a second held-out sample, for metrics beside their floor (see pxdbg validate).")
+@click.option("--library-mb", type=click.FloatRange(min=1), default=None,
+              help="sparse: size budget of the cluster library in the checkpoint, MB [36].")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Images per batch for convnet/resnet [8]; ieagan always uses one event (40 images).")
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -59,9 +73,32 @@ import click
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory.")
-def train(model, data, steps, batch, width, lr, lr_g, lr_d, n_critic, ema_decay, ema_start, seed, device, threads,
-          resume, validate_every, validate_events, checkpoint_every, max_events, campaign, no_progress, run_dir):
+def train(model, data, more_data, steps, holdout, validation, floor, library_mb, batch, width, lr, lr_g, lr_d, n_critic,
+          ema_decay, ema_start, seed, device, threads, resume, validate_every, validate_events, checkpoint_every,
+          max_events, campaign, no_progress, run_dir):
     """Train a generator and write its checkpoint (safetensors with a manifest)."""
+    data = list(data) + list(more_data)
+    if model == "sparse":
+        gan_only = {"--steps": steps, "--batch": batch, "--width": width, "--lr": lr, "--lr-g": lr_g,
+                    "--lr-d": lr_d, "--n-critic": n_critic, "--ema-decay": ema_decay, "--ema-start": ema_start,
+                    "--resume": resume or None, "--threads": threads}
+        given = [name for name, value in gan_only.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: GAN options; the sparse model is fitted in one pass")
+        _train_sparse(data, run_dir, holdout=holdout, validation=validation, floor=floor, library_mb=library_mb,
+                      seed=seed,
+                      max_events=max_events, campaign=campaign, validate_events=validate_events,
+                      progress=not no_progress)
+        return
+    if len(data) != 1:
+        raise click.UsageError(f"{model} trains on one --data file, got {len(data)}")
+    data = data[0]
+    for name, value in (("--holdout", holdout), ("--validation", validation), ("--floor", floor),
+                        ("--library-mb", library_mb)):
+        if value is not None:
+            raise click.UsageError(f"{name} applies to the sparse model only")
+    if steps is None:
+        raise click.UsageError(f"--steps is required to train {model}")
     import torch
 
     from ..models.common import check_device_usable
@@ -114,3 +151,32 @@ def train(model, data, steps, batch, width, lr, lr_g, lr_d, n_critic, ema_decay,
         click.echo("validation: " + json.dumps({k: round(v, 6) if isinstance(v, float) else v
                                                 for k, v in metrics.items()}, sort_keys=True), err=True)
     click.echo(f"checkpoint: {Path(final)}")
+
+
+def _train_sparse(data, run_dir, *, holdout, validation, floor, library_mb, seed, max_events, campaign,
+                  validate_events, progress) -> None:
+    from ..digits import DigitsFormatError
+    from ..training.sparse import DEFAULT_LIBRARY_MEGABYTES, SparseTrainConfig, train_sparse
+
+    config = SparseTrainConfig(
+        holdout=holdout if holdout is not None else (0.0 if validation else 0.2), seed=seed or 0,
+        library_megabytes=library_mb or DEFAULT_LIBRARY_MEGABYTES, max_events=max_events, campaign=campaign,
+        validate_events=validate_events or None)
+    try:
+        path = train_sparse(data, run_dir, config, validation=validation, floor=floor, progress=progress)
+    except (ValueError, DigitsFormatError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"{exc.strerror or exc} ({exc.filename or run_dir})") from exc
+    from registry.checkpoint import read_manifest
+
+    metrics = read_manifest(path).metrics
+    shown = {k: round(v, 6) for k, v in metrics.items()
+             if (k.startswith("heldout_") and "floor_ratio" not in k) or k == "fit_seconds"}
+    ratios = {k.removeprefix("heldout_floor_ratio_"): round(v, 2) for k, v in metrics.items()
+              if k.startswith("heldout_floor_ratio_")}
+    if ratios:
+        click.echo("held-out metric / floor: " + json.dumps(ratios, sort_keys=True), err=True)
+    if shown:
+        click.echo("validation: " + json.dumps(shown, sort_keys=True), err=True)
+    click.echo(f"checkpoint: {path}")

@@ -1,16 +1,21 @@
 """The generator models, one Python module per model, selected by name.
 
-Each model module provides:
+Two kinds share this contract (see ``KIND`` in each module):
 
-* ``Model``: a ``torch.nn.Module`` whose default construction is the published
+* **dense** models (``convnet``, ``resnet``, ``ieagan``: the GANs) emit images. Their module
+  provides ``Model``, a ``torch.nn.Module`` whose default construction is the published
   architecture (basf2 state dicts load into it with ``strict=True``);
-* ``generate(model, generator=None, n_events=1, *, latents=None, images_per_forward=None)``:
-  uint8 events ``(n_events, 40, 250, 768)``, image i of an event being sensor i
-  (:mod:`pxdbg.sensors` order);
-* ``ARCHITECTURE_VERSION`` (checked against checkpoint manifests), ``LATENT_DIM`` and
-  ``THRESHOLD`` (zero suppression in ADU, None for none).
+  ``generate(model, generator=None, n_events=1, *, latents=None, images_per_forward=None)``,
+  uint8 events ``(n_events, 40, 250, 768)`` (image i of an event is sensor i, in
+  :mod:`pxdbg.sensors` order); ``LATENT_DIM`` and ``THRESHOLD`` (zero suppression in ADU).
+* **sparse** models (``sparse``) emit digits directly and are never densified unless a
+  caller asks for images. Their module provides ``load(path)`` (a model object whose
+  ``generate_events(keys)`` makes one :class:`~pxdbg.digits.PXDDigits` per event key) and
+  ``save(model, path, manifest)``; they are fitted to data
+  (:mod:`pxdbg.training.sparse`), not built from a configuration.
 
-Adding a model means adding its module here and its name to :data:`MODELS`.
+Both provide ``ARCHITECTURE_VERSION`` (checked against checkpoint manifests). Adding a model
+means adding its module here and its name to :data:`MODELS`.
 """
 
 from __future__ import annotations
@@ -18,10 +23,16 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
-#: Names of the available models, each the name of a module in this package.
-MODELS = ("convnet", "resnet", "ieagan")
+#: Names of the available models, each the name of a module in this package; the first is
+#: the default of ``pxdbg generate`` and of the generator module.
+MODELS = ("sparse", "convnet", "resnet", "ieagan")
+DEFAULT_MODEL = MODELS[0]
+DENSE, SPARSE = "dense", "sparse"
 
-_REQUIRED = ("Model", "generate", "ARCHITECTURE_VERSION", "LATENT_DIM", "THRESHOLD")
+_REQUIRED = {
+    DENSE: ("Model", "generate", "ARCHITECTURE_VERSION", "LATENT_DIM", "THRESHOLD"),
+    SPARSE: ("load", "save", "ARCHITECTURE_VERSION"),
+}
 
 
 def available_models() -> tuple[str, ...]:
@@ -35,12 +46,26 @@ def get_model(name: str) -> ModuleType:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r} (available: {', '.join(MODELS)})")
     module = import_module(f".{name}", __name__)
-    missing = [attr for attr in _REQUIRED if not hasattr(module, attr)]
+    kind = getattr(module, "KIND", DENSE)
+    missing = [attr for attr in _REQUIRED.get(kind, ("KIND",)) if not hasattr(module, attr)]
     if missing:  # a developer error: the registry lists a module that is not a model
         raise AttributeError(f"model module {module.__name__} lacks {', '.join(missing)}")
     return module
 
 
+def model_kind(name: str) -> str:
+    """``"dense"`` (emits images) or ``"sparse"`` (emits digits) for model ``name``."""
+    return getattr(get_model(name), "KIND", DENSE)
+
+
+def dense_models() -> tuple[str, ...]:
+    """The models that emit images (the GANs)."""
+    return tuple(m for m in MODELS if model_kind(m) == DENSE)
+
+
 def build_model(name: str, **config) -> "torch.nn.Module":
-    """A fresh ``Model`` of ``name``; ``config`` goes to its constructor (e.g. ``width``)."""
+    """A fresh ``Model`` of dense model ``name``; ``config`` goes to its constructor (e.g.
+    ``width``). Sparse models are fitted to data instead (``pxdbg train --model sparse``)."""
+    if model_kind(name) != DENSE:
+        raise ValueError(f"model {name!r} is fitted to a training sample, not built: use pxdbg train")
     return get_model(name).Model(**config)

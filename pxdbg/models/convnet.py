@@ -29,6 +29,8 @@ from torch import nn
 from .common import check_latents, images_to_events, model_device, sample_latents
 
 #: Bumped whenever a change makes old checkpoints unusable (names, shapes, semantics).
+#: Emits images (see pxdbg.models).
+KIND = "dense"
 ARCHITECTURE_VERSION = 1
 LATENT_DIM = 96
 #: No zero suppression: basf2 applies none for this model.

@@ -45,6 +45,8 @@ from ..sensors import N_SENSORS
 from .common import check_latents, images_to_events, model_device, sample_latents
 from .layers import ClassConditionalBatchNorm, RelationalReasoning, SNConv2d, SNLinear, StoredBatchNorm
 
+#: Emits images (see pxdbg.models).
+KIND = "dense"
 ARCHITECTURE_VERSION = 1
 LATENT_DIM = 128
 #: Nominal zero-suppression threshold in ADU ...

@@ -16,6 +16,8 @@ from torch import nn
 
 from .common import check_latents, images_to_events, model_device, sample_latents
 
+#: Emits images (see pxdbg.models).
+KIND = "dense"
 ARCHITECTURE_VERSION = 1
 LATENT_DIM = 96
 THRESHOLD = None

@@ -69,8 +69,8 @@ def test_generate_over_runs_crossing_an_iov_boundary(checkpoints, tmp_path, monk
     runs = tmp_path / "runs.txt"
     runs.write_text("0:4-5\n0:6 2\n")
     out = tmp_path / "out.h5"
-    result = CliRunner().invoke(main, ["generate", "--events", "1", "--runs-file", str(runs), "--campaign", "c",
-                                       "--seed", "1", "--no-progress", "-o", str(out)])
+    result = CliRunner().invoke(main, ["generate", "--model", "convnet", "--events", "1", "--runs-file", str(runs),
+                                       "--campaign", "c", "--seed", "1", "--no-progress", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "2 checkpoint load(s)" in result.output
     assert calls == [(0, 4, "c"), (0, 5, "c"), (0, 6, "c")]
@@ -90,7 +90,7 @@ def test_generate_refuses_bad_input(checkpoints, tmp_path):
     result = runner.invoke(main, ["generate", "--runs", "0:3-1", "-o", str(out)])
     assert result.exit_code == 1 and "last run before first" in result.output
     result = runner.invoke(main, ["generate", "--model", "gan", "-o", str(out)])
-    assert result.exit_code == 1 and "invalid `model` 'gan'" in result.output
+    assert result.exit_code == 2 and "unknown model 'gan'" in result.output
     result = runner.invoke(main, ["generate", "--events", "0", "-o", str(out)])
     assert result.exit_code == 2
 

@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pxdbg.models import MODELS, available_models, get_model
+from pxdbg.models import available_models, dense_models, get_model, model_kind
+
+MODELS = dense_models()  # the GANs: image models built from a configuration
 from pxdbg.models.common import sample_latents
 from pxdbg.models.layers import SNConv2d, SNLinear
 from pxdbg.sensors import N_SENSORS
@@ -42,7 +44,9 @@ def _randomize_norm_stats(model):
 
 
 def test_registry_lists_and_resolves_models():
-    assert available_models() == ("convnet", "resnet", "ieagan")
+    assert available_models() == ("sparse", "convnet", "resnet", "ieagan")  # the default first
+    assert MODELS == ("convnet", "resnet", "ieagan") and model_kind("sparse") == "sparse"
+    assert callable(get_model("sparse").load)
     for name in MODELS:
         module = get_model(name)
         assert issubclass(module.Model, torch.nn.Module)
@@ -51,7 +55,7 @@ def test_registry_lists_and_resolves_models():
     assert get_model("ieagan").LATENT_DIM == 128
     assert get_model("convnet").THRESHOLD is None and get_model("resnet").THRESHOLD is None
     assert get_model("ieagan").THRESHOLD == 7
-    with pytest.raises(ValueError, match="unknown model 'gan'.*convnet, resnet, ieagan"):
+    with pytest.raises(ValueError, match="unknown model 'gan'.*sparse, convnet, resnet, ieagan"):
         get_model("gan")
     with pytest.raises(TypeError):
         get_model(3)

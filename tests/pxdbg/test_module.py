@@ -88,7 +88,7 @@ def test_seed_derived_from_framework_seed_like_basf2(checkpoints):
 
 def test_checkpoint_switches_at_iov_boundary_and_only_there(checkpoints):
     resolver = IoVResolver(checkpoints)
-    gen = PXDBackgroundGenerator(seed=5, resolver=resolver, campaign="mixed")
+    gen = PXDBackgroundGenerator(model="convnet", seed=5, resolver=resolver, campaign="mixed")
     gen.initialize()
     assert gen.stats.loads == 0  # nothing to load before the run is known
     with pytest.raises(RuntimeError, match="no checkpoint loaded"):
@@ -119,7 +119,7 @@ def test_resolver_may_return_path_and_manifest(checkpoints):
         calls.append(run)
         return checkpoints["A"], read_manifest(checkpoints["A"])
 
-    gen = PXDBackgroundGenerator(seed=1, resolver=resolver)
+    gen = PXDBackgroundGenerator(model="convnet", seed=1, resolver=resolver)
     gen.initialize()
     gen.begin_run(0, 1)
     gen.begin_run(0, 2)

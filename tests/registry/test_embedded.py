@@ -10,7 +10,7 @@ import torch
 from conditions.cache import PayloadCache
 from conditions.iov import IntervalOfValidity as IoV
 from conditions.payload import hash_file
-from pxdbg.models import available_models, get_model
+from pxdbg.models import available_models, get_model, model_kind
 from pxdbg.models.loading import load_generator, save_generator
 from registry.build_embedded import build_embedded_store
 from registry.checkpoint import read_checkpoint
@@ -39,12 +39,33 @@ def test_every_model_has_a_valid_embedded_checkpoint(payload_cache):
         assert found.manifest.model == model and found.manifest.architecture_version == version
         # Any run of any experiment gets the same checkpoint, from the in-process cache.
         assert registry.resolve(model, 40, 123456, architecture_version=version).payload_key == found.payload_key
+        if model_kind(model) == "sparse":
+            # The tables make a valid model that makes valid digits.
+            network = get_model(model).load(found.path)
+            assert network.manifest == found.manifest
+            network.generate_events([(0, 1)])[0].validate()
+            continue
         # The weights fit the model (strict load with the manifest's model_config).
         network, manifest = load_generator(model, found.path, manifest_expected=True)
         assert manifest == found.manifest and isinstance(network, get_model(model).Model)
     registry.close()
     assert not [p for p in payload_cache.directory.rglob("*") if p.is_file()]  # nothing copied
     assert _tree(EMBEDDED_STORE_DIR) == before  # no journal, lock or temp file in the installation
+
+
+def test_embedded_default_is_the_sparse_model_and_says_what_it_is(payload_cache):
+    registry = CheckpointRegistry([], cache=payload_cache)
+    try:
+        found = registry.resolve("sparse", 0, 0, architecture_version=get_model("sparse").ARCHITECTURE_VERSION)
+    finally:
+        registry.close()
+    manifest = found.manifest
+    assert "synthetic stand-in sample" in manifest.description and "not a physics model" in manifest.description
+    assert manifest.training_files and manifest.training_files[0]["events"] >= 500
+    # validated on held-out events, and against the statistical floor
+    assert manifest.metrics["heldout_reference_events"] >= 100
+    ratios = {k: v for k, v in manifest.metrics.items() if k.startswith("heldout_floor_ratio_")}
+    assert len(ratios) >= 6 and max(ratios.values()) < 3
 
 
 def tiny(model: str, path, **manifest):

@@ -37,7 +37,8 @@ def campaign_store(tmp_path):
 
 def generate(tmp_path, *args: str):
     out = tmp_path / "out.h5"
-    result = CliRunner().invoke(main, ["-v", "generate", "--events", "1", "--campaign", "c", "--runs", "3:1-2",
+    result = CliRunner().invoke(main, ["-v", "generate", "--model", "convnet", "--events", "1", "--campaign", "c",
+                                       "--runs", "3:1-2",
                                        "--seed", "1", "--no-progress", "-o", str(out), *args])
     return result, out
 
@@ -87,7 +88,8 @@ def test_generate_over_two_campaigns(campaign_store, tmp_path):
         upload_checkpoint(store, file, model="convnet", campaign="d", iov=IoV(4, 0, 4, -1))
         publish_tag(store, campaign_tag("d"))
     out = tmp_path / "two.h5"
-    result = CliRunner().invoke(main, ["generate", "--events", "1", "--campaign", "c", "--campaign", "d",
+    result = CliRunner().invoke(main, ["generate", "--model", "convnet", "--events", "1", "--campaign", "c",
+                                       "--campaign", "d",
                                        "--runs", "3:7,4:1-2", "--seed", "1", "--no-progress",
                                        "--source", str(db), "-o", str(out)])
     assert result.exit_code == 0, result.output

@@ -11,6 +11,7 @@ from .deps import Settings
 from .errors import install_error_handlers
 from .guard import FailedAuthTracker, RequestGuard
 from .limits import DEFAULT_LIMITS
+from .listing_cache import ListingCache
 from .resolve_cache import ResolveCache, ResolveFastPath
 from .routers import ALL as ALL_ROUTERS
 
@@ -65,6 +66,7 @@ def create_app(
                                   public_url=public_url, upload_dir=upload_dir, state_ttl=state_ttl,
                                   max_json_bytes=max_json_bytes, body_timeout=body_timeout)
     app.state.resolve_cache = ResolveCache(store, state_ttl=state_ttl)
+    app.state.listing_cache = ListingCache()
     settings = app.state.settings
     app.state.failed_auth = FailedAuthTracker(limit=settings.auth_failure_limit, window=settings.auth_window)
     app.add_middleware(ResolveFastPath, cache=app.state.resolve_cache, max_age=metadata_max_age)

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 class Limits:
     """Per worker process. Defaults suit one server behind a reverse proxy."""
 
-    #: requests processed at once; more get 503 (uvicorn ``limit_concurrency``)
-    limit_concurrency: int | None = 512
+    #: connections plus requests in flight before requests get 503 (uvicorn
+    #: ``limit_concurrency``, which counts open connections too: set it below
+    #: ``max_connections`` and idle or slow connections turn real requests away)
+    limit_concurrency: int | None = 2048
     #: open connections; one more is answered 503 and closed at once
     max_connections: int = 2048
     #: seconds an idle keep-alive connection stays open (uvicorn ``timeout_keep_alive``)

@@ -39,6 +39,7 @@ def serve(db_url: str, *, payload_dir: str | None = None, host: str = "127.0.0.1
             os.environ.pop(name, None)
         else:
             os.environ[name] = str(value)
+    _raise_open_files_limit(limits.max_connections + 256)
     # Worker processes read the limits from the environment when they import the
     # protocol; a single worker runs here, in this process.
     http = protocol.LimitedHttpToolsProtocol.load_limits()
@@ -47,6 +48,19 @@ def serve(db_url: str, *, payload_dir: str | None = None, host: str = "127.0.0.1
                 server_header=False, proxy_headers=True, http=http,
                 limit_concurrency=limits.limit_concurrency, timeout_keep_alive=limits.timeout_keep_alive,
                 backlog=limits.backlog, timeout_graceful_shutdown=30)
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Every connection is a file descriptor: raise the soft limit towards ``wanted`` (as
+    far as the hard limit allows), so the connection limit, not EMFILE, decides."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -230,6 +230,10 @@ def test_large_listings_come_in_pages(server, monkeypatch):
     # The client follows the pages: every IoV, in order, none twice.
     monkeypatch.setattr(client_module, "LIST_PAGE", 4)
     assert [r.iov.first_run for r in client.iovs("paged")] == list(range(23))
+    # Listings are kept per worker while the tag is unchanged; a change is seen at once.
+    client.add_iov("paged", "Paged", payload.revision, IoV(1, 23, 1, 23))
+    assert [r.iov.first_run for r in client.iovs("paged")] == list(range(24))
+    assert len(requests.get(running.url + "/api/v1/tags/paged/iovs", timeout=10).json()) == 24
     client.close()
 
 

@@ -304,7 +304,7 @@ class PXDBackgroundGenerator:
     def _load(self, resolved: ResolvedCheckpoint) -> None:
         # The manifest check runs inside load_generator before any weight is used; a
         # wrong-model checkpoint therefore fails here, before the first event.
-        model, manifest = load_generator(self.model, resolved.path)
+        model, manifest = load_generator(self.model, resolved.path, manifest=resolved.manifest)
         # A resolver that records a source (the registry) has applied the production
         # rule and warned already; a fixed file or another resolver is checked here.
         describe = getattr(resolved, "describe", None)

@@ -59,9 +59,10 @@ from conditions.source import MetadataSource
 
 from . import policy
 from .campaigns import DEFAULT_GLOBALTAG, campaign_tag
-from .checkpoint import ResolvedCheckpoint, read_manifest
+from .checkpoint import PAYLOAD_PREFIX, ResolvedCheckpoint, payload_manifest
 from .embedded import EMBEDDED_SOURCE
-from .exceptions import ManifestError, ManifestMismatchError, NoCheckpointSourceError, SourceFailedError
+from .exceptions import (CheckpointFormatError, ManifestError, ManifestMismatchError, NoCheckpointSourceError,
+                         SourceFailedError, UnsafeCheckpointError)
 from .manifest import Manifest, check_manifest
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,6 @@ SOURCES_ENV = "PXDBG_CONDITIONS"
 GLOBALTAGS_ENV = "PXDBG_GLOBALTAGS"
 #: Set to 1 to never use the embedded store.
 NO_EMBEDDED_ENV = "PXDBG_NO_EMBEDDED"
-#: Prefix of checkpoint payload names: ``PXDBackgroundGenerator_<model>``.
-PAYLOAD_PREFIX = "PXDBackgroundGenerator_"
-
 SourceSpec = Union[str, os.PathLike, MetadataSource]
 
 
@@ -308,8 +306,8 @@ class CheckpointRegistry:
     def _check(found: RegistryCheckpoint, model: str, architecture_version: int | None) -> None:
         if found.manifest is None:
             raise ManifestError(
-                f"checkpoint {found.describe()} carries no manifest; legacy files must be imported "
-                "with `pxdbg checkpoint import-legacy` before upload"
+                f"checkpoint {found.describe()} carries no manifest: a safetensors file without one, and "
+                "its payload metadata records none; upload it with `pxdbg checkpoint upload`, which adds one"
             )
         if architecture_version is None:
             if found.manifest.model != model:
@@ -331,13 +329,16 @@ class CheckpointRegistry:
                 source = slot.open()
                 resolved, tag_index = self._resolve_in(source, tags, name, exp, run)
                 path = self.cache.get(resolved.payload, source)
-                manifest = read_manifest(path)
+                manifest = payload_manifest(path, resolved.payload)
             except _NotKnownHere as reason:
                 attempts.append((slot.description, str(reason)))
                 log.info("conditions source %s skipped: %s", slot.description, reason)
                 continue
-            except (NoPayloadFoundError, UnusableTagError, ManifestError):
-                raise  # authoritative answers of a source that has the tag
+            except (NoPayloadFoundError, UnusableTagError, ManifestError, CheckpointFormatError,
+                    UnsafeCheckpointError):
+                # authoritative answers of a source that has the tag; a payload whose
+                # verified bytes are unreadable or unsafe is that source's answer too
+                raise
             except Exception as error:  # unreachable, corrupt, not a store, failed download, I/O
                 reason = f"{type(error).__name__}: {error}"
                 attempts.append((slot.description, reason))

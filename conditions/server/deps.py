@@ -54,24 +54,44 @@ def current_token(
     """The caller's live token; AuthenticationError (401) when missing, unknown or revoked.
 
     Requests with a body were authenticated by the RequestGuard middleware before their
-    body was read; its answer is reused. Failures are counted per client either way."""
+    body was read; its answer is reused."""
     checked = getattr(request.state, "token", None)
     if checked is not None:
         return checked
     if credentials is None or not credentials.credentials:
         raise AuthenticationError("this operation needs a token: send 'Authorization: Bearer <secret>'")
+    return authenticate_secret(request, credentials.credentials)
+
+
+def authenticate_secret(request: Request, secret: str) -> TokenInfo:
+    """The live token behind ``secret``. Failures are counted per client address (and
+    logged); a client with too many recent failures gets TooManyFailedLoginsError (429)
+    without its secret even being looked up."""
     client = request.client.host if request.client else "unknown"
     tracker = getattr(request.app.state, "failed_auth", None)
     wait = tracker.retry_after(client) if tracker is not None else None
     if wait is not None:
         raise TooManyFailedLoginsError(f"too many failed authentications from {client}; retry in {wait:.0f} s",
                                        retry_after=wait)
-    token = get_store(request).authenticate(credentials.credentials)
+    token = get_store(request).authenticate(secret)
     if token is None or token.revoked:
         if tracker is not None:
             tracker.record(client, f"unknown or revoked token on {request.method} {request.url.path}")
         raise AuthenticationError("unknown or revoked token")
     return token
+
+
+def upload_directory(request: Request) -> str | None:
+    """Where uploads in flight are written: the configured directory, else the store's
+    payload temp area (same file system as the payloads, found by `conditionsdb check`)."""
+    configured = get_settings(request).upload_dir
+    if configured is not None:
+        return configured
+    blobs = getattr(get_store(request), "blobs", None)
+    if blobs is None:
+        return None
+    blobs.temp_dir.mkdir(parents=True, exist_ok=True)
+    return str(blobs.temp_dir)
 
 
 def metadata_headers(request: Request) -> dict[str, str]:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conditions.cache import PayloadCache
 from conditions.cli import main
 from conditions.iov import IntervalOfValidity
-from conditions.snapshot import SnapshotSource, export_snapshot
+from conditions.snapshot import SnapshotSource, export_snapshot, hashed_path
 from conditions.store import open_store
 
 SECRET = b"private bytes of another user"
@@ -115,7 +115,7 @@ def test_download_replaces_a_linked_payload_file(tmp_path):
     info = _store_with_payload(tmp_path, data)
     out = tmp_path / "snap"
     target = _private_file(tmp_path)
-    link = out / info.url
+    link = out / hashed_path(info)
     link.parent.mkdir(parents=True)
     link.symlink_to(target)
     result = CliRunner().invoke(main, ["--db", str(tmp_path / "c.db"), "download", "t", "-o", str(out)])

@@ -23,7 +23,7 @@ from ...store.base import Store, TokenInfo
 from ...store.blobs import StagedBlob
 from ...tags import validate_payload_name
 from .. import auth, wire
-from ..deps import NO_STORE, current_token, get_settings, get_store, metadata_headers
+from ..deps import NO_STORE, current_token, get_settings, get_store, metadata_headers, upload_directory
 from ..files import payload_response
 from ..responses import json_response
 from ..schemas import INT32_MAX, ErrorBody, PayloadOut
@@ -80,14 +80,11 @@ async def upload_payload(
 
     store: Store = get_store(request)
     blobs = getattr(store, "blobs", None) if settings.upload_dir is None else None
-    if blobs is not None:
-        # Straight into the payload directory's temp area: a finished upload is renamed
-        # into place, and one cut off by a killed server is found there (stale temp
-        # files: `conditionsdb check --repair`, and a day later any start-up), never in /tmp.
-        fd, tmp = blobs.new_temp_file()
-    else:
-        fd, tmp_name = tempfile.mkstemp(prefix="upload-", suffix=".tmp", dir=settings.upload_dir)
-        tmp = Path(tmp_name)
+    # Straight into the payload directory's temp area: a finished upload is renamed into
+    # place, and one cut off by a killed server is found there (stale temp files:
+    # `conditionsdb check --repair`, and a day later any start-up), never in /tmp.
+    fd, tmp_name = tempfile.mkstemp(prefix="upload-", suffix=".tmp", dir=upload_directory(request))
+    tmp = Path(tmp_name)
     try:
         sha, md = hashlib.sha256(), hashlib.md5()
         size = 0

@@ -82,8 +82,12 @@ def test_a_server_without_the_tag_is_no_reason_for_demo_weights(tmp_path, monkey
         assert "DEMO checkpoint, not a physics model" in result.output
         [record] = _checkpoints(out)
         assert record["demo"] and record["source"] == "embedded default store"
+        # The same opt-in from the environment (resolving only: generating is the slow part).
+        resolve = ["checkpoint", "resolve", "--model", "convnet", "--exp", "0", "--run", "0"]
+        assert CliRunner().invoke(main, resolve).exit_code == 1
         monkeypatch.setenv("PXDBG_ALLOW_DEMO", "1")
-        assert generate(tmp_path)[0].exit_code == 0
+        shown = CliRunner().invoke(main, resolve)
+        assert shown.exit_code == 0 and "from embedded default store [DEMO]" in shown.output
     finally:
         server.stop()
 

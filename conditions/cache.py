@@ -95,11 +95,13 @@ def forget_verified() -> None:
         _verified_memo.clear()
 
 
-def check_file(path: str | Path, payload: PayloadInfo) -> str | None:
+def check_file(path: str | Path, payload: PayloadInfo, *, follow_symlinks: bool = True) -> str | None:
     """Why ``path`` does not hold ``payload``'s bytes, or None when it does.
 
     Checks size (cheap, catches truncation), then MD5, then SHA-256 when the metadata has
     one. Results for unchanged files are remembered for the life of the process.
+    ``follow_symlinks=False`` (files this package owns: cache entries, snapshot files it
+    writes) refuses a symbolic link without looking at what it points to.
     """
     path = Path(path)
     md5 = normalized_md5(payload)
@@ -107,9 +109,11 @@ def check_file(path: str | Path, payload: PayloadInfo) -> str | None:
     if sha256 is not None and not _SHA256_RE.match(sha256):
         return f"metadata sha256 {payload.sha256!r} is not a SHA-256 hex digest"
     try:
-        st = path.stat()
+        st = path.stat() if follow_symlinks else path.lstat()
     except FileNotFoundError:
         return "file does not exist"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link (not followed)"
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
     if payload.size is not None and st.st_size != payload.size:
@@ -118,7 +122,7 @@ def check_file(path: str | Path, payload: PayloadInfo) -> str | None:
     with _memo_lock:
         known = _verified_memo.get(key)
     if known is None or (sha256 is not None and known.sha256 is None):
-        known = _hash(path, want_sha256=sha256 is not None)
+        known = _hash(path, want_sha256=sha256 is not None, follow_symlinks=follow_symlinks)
         with _memo_lock:
             _verified_memo[key] = known
     if known.md5 != md5:
@@ -143,10 +147,19 @@ def file_hashes(path: str | Path, *, want_sha256: bool = True) -> tuple[str, str
     return known.md5, known.sha256, st.st_size
 
 
-def _hash(path: Path, *, want_sha256: bool) -> _Verified:
+def _open_for_reading(path: Path, *, follow_symlinks: bool = True):
+    """``open(path, "rb")``; without following a final symbolic link (O_NOFOLLOW: ELOOP)
+    when ``follow_symlinks`` is False."""
+    if follow_symlinks or not hasattr(os, "O_NOFOLLOW"):
+        return open(path, "rb")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    return os.fdopen(fd, "rb")
+
+
+def _hash(path: Path, *, want_sha256: bool, follow_symlinks: bool = True) -> _Verified:
     md5 = hashlib.md5()
     sha = hashlib.sha256() if want_sha256 else None
-    with open(path, "rb") as stream:
+    with _open_for_reading(path, follow_symlinks=follow_symlinks) as stream:
         while chunk := stream.read(_CHUNK):
             md5.update(chunk)
             if sha is not None:
@@ -171,9 +184,9 @@ def _carry_memo(old_path: Path, old_stat: os.stat_result, new_path: Path) -> Non
             _verified_memo[new_key] = known
 
 
-def verify_file(path: str | Path, payload: PayloadInfo) -> Path:
+def verify_file(path: str | Path, payload: PayloadInfo, *, follow_symlinks: bool = True) -> Path:
     """Return ``path`` if it holds ``payload``'s bytes, else raise ChecksumMismatchError."""
-    problem = check_file(path, payload)
+    problem = check_file(path, payload, follow_symlinks=follow_symlinks)
     if problem is not None:
         raise ChecksumMismatchError(
             f"{path}: not the bytes of payload {payload.name} r{payload.revision} ({problem})"
@@ -253,7 +266,7 @@ class PayloadCache:
             return verify_file(local, payload)
 
         target = self.directory / md5[:2] / md5
-        if check_file(target, payload) is None:
+        if check_file(target, payload, follow_symlinks=False) is None:
             return target
 
         if self.offline:
@@ -265,7 +278,7 @@ class PayloadCache:
         return self._fill(payload, source, md5, target)
 
     def _fill(self, payload: PayloadInfo, source: MetadataSource, md5: str, target: Path) -> Path:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _real_directory(target.parent)
         lock = self._lock_for(md5)
         try:
             lock.acquire()
@@ -277,7 +290,7 @@ class PayloadCache:
             ) from None
         try:
             # Someone else may have filled it while we waited for the lock.
-            if check_file(target, payload) is None:
+            if check_file(target, payload, follow_symlinks=False) is None:
                 return target
             self._remove_quietly(target)
             self._remove_stale_temps(target.parent, md5)
@@ -300,7 +313,7 @@ class PayloadCache:
             finally:
                 self._remove_quietly(tmp)
             _carry_memo(tmp, before, target)
-            return verify_file(target, payload)
+            return verify_file(target, payload, follow_symlinks=False)
         finally:
             lock.release()
 
@@ -311,17 +324,23 @@ class PayloadCache:
         try:
             lock = self._lock_for(md5)
             with lock.acquire(timeout=min(self.lock_timeout, 5.0)):
-                if check_file(target, payload) is not None:
+                if check_file(target, payload, follow_symlinks=False) is not None:
                     self._remove_quietly(target)
         except (filelock.Timeout, OSError):
             pass
 
     @staticmethod
     def _remove_quietly(path: Path) -> None:
+        """Remove a cache file; a symbolic link is removed itself, its target untouched."""
         try:
-            os.chmod(path, 0o644)
-        except OSError:
-            pass
+            st = path.lstat()
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            try:  # read-only entries (0444) need write permission to be removed on some systems
+                os.chmod(path, 0o644)
+            except OSError:
+                pass
         try:
             path.unlink()
         except FileNotFoundError:
@@ -336,7 +355,7 @@ class PayloadCache:
     # -- maintenance ----------------------------------------------------------------------
     def contains(self, payload: PayloadInfo) -> bool:
         """True when the cache holds verified bytes of ``payload``."""
-        return check_file(self.path_for(payload), payload) is None
+        return check_file(self.path_for(payload), payload, follow_symlinks=False) is None
 
     def verify_all(self, *, repair: bool = False,
                    progress: Callable[[Path], None] | None = None) -> CacheReport:
@@ -352,6 +371,13 @@ class PayloadCache:
         for sub in sorted(self.directory.iterdir()):
             if sub.name == ".locks":
                 continue
+            if sub.is_symlink():
+                # Never walk (or repair) through a link: it may point anywhere.
+                if repair:
+                    sub.unlink()
+                report.entries.append(CacheEntryStatus(sub, "unexpected", "a symbolic link (not followed)"
+                                                       + (", removed" if repair else "")))
+                continue
             if not sub.is_dir() or not re.fullmatch(r"[0-9a-f]{2}", sub.name):
                 report.entries.append(CacheEntryStatus(sub, "unexpected", "not a cache directory"))
                 continue
@@ -365,14 +391,20 @@ class PayloadCache:
         import time
 
         name = path.name
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            # A link is not ours to hash or chmod: it goes (with --repair), its target stays.
+            if repair:
+                self._remove_quietly(path)
+            return CacheEntryStatus(path, "unexpected", "a symbolic link (not followed)" + (", removed" if repair else ""))
         if name.startswith(_TMP_PREFIX):
-            if repair and time.time() - path.stat().st_mtime > 3600:
+            if repair and time.time() - st.st_mtime > 3600:
                 self._remove_quietly(path)
                 return CacheEntryStatus(path, "stale-temp", "removed")
             return CacheEntryStatus(path, "stale-temp")
-        if not _MD5_RE.match(name) or name[:2] != sub.name or not path.is_file():
+        if not _MD5_RE.match(name) or name[:2] != sub.name or not stat.S_ISREG(st.st_mode):
             return CacheEntryStatus(path, "unexpected", "name is not an MD5 digest in its directory")
-        actual = _hash(path, want_sha256=False).md5
+        actual = _hash(path, want_sha256=False, follow_symlinks=False).md5
         if actual != name:
             if repair:
                 self._remove_quietly(path)
@@ -385,16 +417,30 @@ class PayloadCache:
             shutil.rmtree(self.directory)
 
 
+def _real_directory(directory: Path) -> None:
+    """Make ``directory`` (a subdirectory this package owns) exist as a real directory: a
+    symbolic link in its place is removed (not followed), so nothing is written through it."""
+    try:
+        st = directory.lstat()
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        return
+    if stat.S_ISLNK(st.st_mode):
+        directory.unlink()
+        directory.mkdir(parents=True, exist_ok=True)
+
+
 def copy_verified(source_file: Path, destination: Path, payload: PayloadInfo) -> None:
     """Copy ``source_file`` to ``destination`` through a temp file beside it, verify the
-    copy, then rename it into place (used by snapshot export)."""
+    copy, then rename it into place (used by snapshot export; the caller has checked that
+    ``destination``'s directory is no symbolic link)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=destination.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         shutil.copyfile(source_file, tmp)
-        verify_file(tmp, payload)
+        verify_file(tmp, payload, follow_symlinks=False)
         os.replace(tmp, destination)
     finally:
         PayloadCache._remove_quietly(tmp)

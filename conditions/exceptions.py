@@ -117,6 +117,49 @@ class PayloadTooLargeError(ConditionsError):
     code = "payload_too_large"
 
 
+class InvalidMetadataError(InvalidValueError):
+    """Payload metadata that is not a JSON object, nests too deep, or is too large. Refused
+    before anything is stored (HTTP 422)."""
+
+    code = "invalid_metadata"
+
+
+class RequestTooLargeError(ConditionsError):
+    """A request body (other than a payload upload) over the server's cap (HTTP 413)."""
+
+    code = "request_too_large"
+
+
+class TooManyFailedLoginsError(ConditionsError):
+    """Too many failed authentications from one client in a short time (HTTP 429, with
+    ``retry_after`` seconds)."""
+
+    code = "too_many_failures"
+
+    def __init__(self, message: str, *, retry_after: float = 60.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DatabaseUnavailableError(ConditionsError):
+    """The server's database cannot be reached right now (HTTP 503); retry later."""
+
+    code = "database_unavailable"
+
+
+class InsufficientStorageError(ConditionsError):
+    """The server's disk (or database) is full (HTTP 507): nothing was stored."""
+
+    code = "insufficient_storage"
+
+
+class DamagedPayloadError(ConditionsError):
+    """Stored payload bytes that no longer match their checksums, found on the side that
+    holds them (a server's payload directory). They are never served (HTTP 500)."""
+
+    code = "payload_damaged"
+
+
 class CacheLockTimeout(ConditionsError, TimeoutError):
     """Waited too long for another process filling the same cache entry."""
 

@@ -650,7 +650,9 @@ def export_snapshot(source: MetadataSource, tags: Sequence[str] | str, directory
             total = len(by_key)
             for done, (payload, owner) in enumerate(by_key.values(), start=1):
                 target = directory / hashed_path(payload)
-                if check_file(target, payload) is None:
+                _refuse_linked_directory(directory, target.parent)
+                # A link in a file's place is not "present": it is replaced by the file.
+                if check_file(target, payload, follow_symlinks=False) is None:
                     report.present += 1
                 else:
                     _write_payload(owner, payload, target, cache)
@@ -664,6 +666,19 @@ def export_snapshot(source: MetadataSource, tags: Sequence[str] | str, directory
         if previous is not None:
             previous.close()
     return report
+
+
+def _refuse_linked_directory(root: Path, directory: Path) -> None:
+    """Refuse to write into ``directory`` (below ``root``) when it, or a directory between
+    it and ``root``, is a symbolic link: files would land outside the snapshot."""
+    for part in [directory, *directory.parents]:
+        if part == root or root not in part.parents:
+            return
+        if part.is_symlink():
+            raise ConditionsError(
+                f"{part} is a symbolic link; refusing to write snapshot files through it (they would land "
+                f"outside {root}). Remove the link, or download into another directory"
+            )
 
 
 def _write_payload(source: MetadataSource, payload: PayloadInfo, target: Path, cache: Any | None) -> None:

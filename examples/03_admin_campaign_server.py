@@ -15,8 +15,9 @@ What the script does, each step with the command an administrator would type:
    (downloaded into a payload cache and hash-verified), generates a few events with it,
    and shows that a run outside the campaign's IoV is refused;
 5. downloads the published tag as a basf2 snapshot, stops the server, and resolves again
-   with the list "server, snapshot": the registry logs why the server was skipped and
-   the snapshot answers.
+   with the list "server, snapshot" and failover asked for (``PXDBG_FAILOVER=1`` in a
+   job): the registry logs why the server was skipped and the snapshot answers. (Without
+   failover, a server that is down stops the job.)
 
     python examples/03_admin_campaign_server.py                  # 2 events at the end
     python examples/03_admin_campaign_server.py --events 0 --workdir /tmp/admin-demo
@@ -279,7 +280,7 @@ def resolve_and_generate(args, shell: Shell, url: str, tag: str, workdir: Path) 
 
 
 def resolve_with_server_down(args, url: str, snapshot: Path, workdir: Path) -> None:
-    step("6. the server is down: the registry falls back to the next source and says why")
+    step("6. the server is down: with failover, the registry goes on to the next source and says why")
     from conditions.cache import PayloadCache
     from registry.resolve import CheckpointRegistry
 
@@ -291,7 +292,7 @@ def resolve_with_server_down(args, url: str, snapshot: Path, workdir: Path) -> N
     try:
         cache = PayloadCache(workdir / "payload-cache-2")
         fast = {"retries": 0, "timeout": 2.0, "total_timeout": 5.0}
-        with CheckpointRegistry([url, snapshot], cache=cache, client_options=fast) as registry:
+        with CheckpointRegistry([url, snapshot], cache=cache, client_options=fast, failover=True) as registry:
             print(f"  sources in order: {' -> '.join(registry.source_descriptions)}")
             found = registry.resolve(args.model, args.exp, 42, campaign=args.campaign)
     finally:

@@ -190,6 +190,17 @@ class DigitsWriter:
         for key, value in attrs.items():
             self._file.attrs[key] = value
 
+    def set_document(self, name: str, text: str) -> None:
+        """Store a text document (e.g. JSON provenance) as the scalar string dataset
+        ``name``; datasets, unlike attributes, have no 64 KiB size limit."""
+        if self._file is None:
+            raise ValueError("the writer is closed")
+        if name in _DATASETS or name in _EVENT_DATASETS or name == "event_offsets":
+            raise ValueError(f"{name!r} is a pxd-digits dataset, not a document")
+        if name in self._file:
+            del self._file[name]
+        self._file.create_dataset(name, data=text, dtype=h5py.string_dtype("utf-8"))
+
     def close(self) -> None:
         if self._file is None:
             return
@@ -279,6 +290,14 @@ class DigitsReader:
 
     def dense(self, i: int) -> np.ndarray:
         return digits_to_dense(self.event(i))
+
+    def document(self, name: str) -> str | None:
+        """The text document stored as dataset ``name`` (see DigitsWriter.set_document),
+        or None when the file has none."""
+        if name not in self._file:
+            return None
+        value = self._file[name][()]
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
     def close(self) -> None:
         self._file.close()

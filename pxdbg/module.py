@@ -38,7 +38,9 @@ import numpy as np
 import torch
 
 from registry.checkpoint import ResolvedCheckpoint
+from registry.embedded import EMBEDDED_SOURCE
 from registry.manifest import Manifest
+from registry.policy import check_checkpoint
 
 from .digits import PXDDigits, dense_to_digits
 from .sensors import EVENT_SHAPE
@@ -157,6 +159,8 @@ class PXDBackgroundGenerator:
     :param channels_last: run convolutions in channels-last memory format; None picks the
         layout measured faster (BENCHMARKS.md, "Generation"): channels-last for convnet and
         resnet on CPU, NCHW otherwise
+    :param require_production: refuse demo or untrained checkpoints (DemoCheckpointError);
+        None reads ``PXDBG_REQUIRE_PRODUCTION`` (see :mod:`registry.policy`)
     """
 
     def __init__(self, model: str | None = None, checkpoint: str | os.PathLike | None = None,
@@ -164,7 +168,7 @@ class PXDBackgroundGenerator:
                  globaltag: str = DEFAULT_GLOBALTAG, campaign: str | list[str] | tuple[str, ...] | None = None,
                  device: str | torch.device = "cpu", *, resolver: Resolver | None = None,
                  framework_seed: Any = None, images_per_forward: int | None = None,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, require_production: bool | None = None):
         if checkpoint is not None:
             if not isinstance(checkpoint, (str, os.PathLike)):
                 raise TypeError(f"`checkpoint` must be None or a path, got {type(checkpoint).__name__}")
@@ -211,6 +215,9 @@ class PXDBackgroundGenerator:
         if channels_last is not None and not isinstance(channels_last, bool):
             raise TypeError("`channels_last` must be None or a bool")
         self.channels_last = channels_last
+        if require_production is not None and not isinstance(require_production, bool):
+            raise TypeError("`require_production` must be None or a bool")
+        self.require_production = require_production
 
         self._module = get_model(model)
         self._sparse = model_kind(model) == SPARSE
@@ -223,6 +230,10 @@ class PXDBackgroundGenerator:
         self._payload_key: Hashable = None
         #: Where the loaded weights came from (payload, tag, IoV, source; or the file path).
         self.checkpoint_description: str | None = None
+        #: The checkpoint in use as its resolver gave it (for provenance records).
+        self.resolved: ResolvedCheckpoint | None = None
+        #: Whether the weights in use are demo weights (not a physics model).
+        self.demo: bool = False
         self.manifest: Manifest | None = None
         self.used_seed: int | None = None
         self.exp: int | None = None
@@ -362,6 +373,14 @@ class PXDBackgroundGenerator:
             manifest = model.manifest
         else:
             model, manifest = load_generator(self.model, resolved.path, manifest=resolved.manifest)
+        # A resolver that records a source (the registry) has applied the production
+        # rule and warned already; a fixed file or another resolver is checked here.
+        describe = getattr(resolved, "describe", None)
+        what = describe() if callable(describe) else str(resolved.path)
+        source = getattr(resolved, "source", None)
+        self.demo = check_checkpoint(manifest, what, from_embedded=source == EMBEDDED_SOURCE,
+                                     require_production=self.require_production, warn=source is None)
+        if not self._sparse:
             model = model.to(self.device)
             if self._use_channels_last():
                 model = model.to(memory_format=torch.channels_last)
@@ -369,9 +388,9 @@ class PXDBackgroundGenerator:
         self._payload_key = resolved.payload_key
         self.stats.loads += 1
         self.stats.checkpoints.append(str(resolved.path))
+        self.resolved = resolved
         # Which payload, tag, IoV and source answered, for the job log (a fixed file: its path).
-        describe = getattr(resolved, "describe", None)
-        self.checkpoint_description = describe() if callable(describe) else str(resolved.path)
+        self.checkpoint_description = what
 
     def _use_channels_last(self) -> bool:
         if self.channels_last is not None:

@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from . import provenance
 from .digits import DigitsFormatError, DigitsReader, DigitsWriter, PXDDigits
 
 MAX_CHARGE = 255
@@ -64,8 +65,8 @@ def overlay_files(signal_path: str | Path, background_path: str | Path, out_path
                   progress: Callable[[int], None] | None = None) -> int:
     """Merge two pxd-digits files into a third, streaming ``block`` events at a time.
 
-    The output keeps the signal's (exp, run, evt) per event and records both inputs in
-    its attributes. It is written atomically (see :class:`DigitsWriter`). Returns the
+    The output keeps the signal's (exp, run, evt) per event, records both inputs in its
+    attributes and carries both inputs' provenance documents (:mod:`pxdbg.provenance`). It is written atomically (see :class:`DigitsWriter`). Returns the
     number of events. ``progress(n)`` is called after each written block.
     """
     with DigitsReader(signal_path) as sig, DigitsReader(background_path) as bg:
@@ -75,10 +76,14 @@ def overlay_files(signal_path: str | Path, background_path: str | Path, out_path
         if len(bg) == 0 and len(sig) > 0:
             raise ValueError(f"background {background_path} has no events")
         attrs = {"overlay_signal": str(signal_path), "overlay_background": str(background_path)}
+        # The inputs' provenance travels with the merged events.
+        record = provenance.for_overlay(provenance.read(sig), provenance.read(bg),
+                                        signal_file=Path(signal_path).name, background_file=Path(background_path).name)
         bg_events = (bg.iter_events(block=block) if not reuse_background
                      else _cycle_reader(bg, block))
         merged = overlay_events(sig.iter_events(block=block), bg_events)
         with DigitsWriter(out_path, attrs=attrs) as out:
+            provenance.write(out, record)
             for start in range(0, len(sig), block):
                 stop = min(start + block, len(sig))
                 events = list(itertools.islice(merged, stop - start))

@@ -69,5 +69,6 @@ def untrained_checkpoint(model: str, path: str | Path, *, seed: int = 0, occupan
     with torch.no_grad():
         final.bias.add_(shift)
     manifest_fields.setdefault("training_steps", 0)
+    manifest_fields.setdefault("demo", True)
     manifest_fields.setdefault("description", UNTRAINED_NOTE.format(seed=seed, occupancy=occupancy))
     return save_generator(path, model, network, **manifest_fields)

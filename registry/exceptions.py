@@ -75,3 +75,23 @@ class ManifestMismatchError(CheckpointMismatchError):
     one that is about to use it."""
 
     code = "manifest_mismatch"
+
+
+class SourceFailedError(RegistryError):
+    """A configured conditions source failed (unreachable, damaged payload bytes, I/O
+    error, cache lock timeout) and failover between sources was not asked for: the job
+    stops rather than use other weights than configured. ``attempts`` lists each source
+    tried and why."""
+
+    code = "source_failed"
+
+    def __init__(self, message: str, attempts: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.attempts = list(attempts or [])
+
+
+class DemoCheckpointError(RegistryError):
+    """A demo or untrained checkpoint where production weights were required
+    (``--require-production`` / ``PXDBG_REQUIRE_PRODUCTION=1``)."""
+
+    code = "demo_checkpoint"

@@ -8,6 +8,7 @@ file is needed to know which model, architecture version and campaign it belongs
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import platform
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class Manifest:
     model_config: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=_utc_now)
     description: str | None = None
+    #: A demo or test checkpoint, not a physics model (the embedded defaults, placeholders).
+    demo: bool = False
     #: The training files, each ``{"name", "events", "sha256"}`` (models fitted to several).
     training_files: list[dict[str, Any]] = field(default_factory=list)
 
@@ -84,6 +87,19 @@ class Manifest:
                 raise ManifestError(f"manifest field {name!r} must be a mapping")
         if not isinstance(self.training_files, list) or not all(isinstance(f, Mapping) for f in self.training_files):
             raise ManifestError("manifest field 'training_files' must be a list of mappings")
+        if not isinstance(self.demo, bool):
+            raise ManifestError(f"manifest field 'demo' must be true or false, got {self.demo!r}")
+
+    @property
+    def untrained(self) -> bool:
+        """Freshly initialised weights (``training_steps`` 0), e.g. a placeholder."""
+        return self.training_steps == 0
+
+    @property
+    def manifest_id(self) -> str:
+        """A stable identity of this manifest: SHA-256 of its fields as canonical JSON."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,14 +5,27 @@ Where the answer comes from, highest priority first:
 1. the ``sources`` argument (specs such as ``sqlite:///...``, a store path, a basf2
    snapshot, ``http://server:port``, or ready :class:`MetadataSource` objects), else
 2. the environment variable ``PXDBG_CONDITIONS``: comma-separated specs, tried in order,
-3. always last: the embedded default store shipped inside the package
-   (:mod:`registry.embedded`), unless ``use_embedded=False`` or ``PXDBG_NO_EMBEDDED=1``.
+3. the embedded demo store shipped inside the package (:mod:`registry.embedded`): the
+   only source when nothing is configured; after configured sources only with an
+   explicit opt-in (``allow_demo``, ``PXDBG_ALLOW_DEMO=1``); never with
+   ``use_embedded=False`` or ``PXDBG_NO_EMBEDDED=1``.
 
-A source that cannot be reached, cannot be opened, or knows none of the requested global
-tags is skipped, and the reason is logged (WARNING); the source that answers is logged
-(INFO). A source that knows a requested tag is authoritative for it: "no checkpoint for
-this run" or "tag INVALID" from it is raised, never papered over with another source's
-(possibly very different) checkpoint.
+Which source answers (DESIGN.md, "Which source answers"; :mod:`registry.policy`):
+
+* a source that knows none of the requested global tags, or holds no payload of the
+  model's name in them, is skipped for the next one (logged at INFO);
+* a source that knows the tag is authoritative for it: "no checkpoint for this run" or
+  "tag INVALID" from it is raised, never papered over with another source's (possibly
+  very different) checkpoint;
+* a source that *fails* (cannot be reached or opened, damaged payload bytes, I/O error,
+  cache lock timeout) stops the lookup with SourceFailedError, unless failover between
+  configured sources was asked for (``failover``, ``PXDBG_FAILOVER=1``): then it is
+  skipped with a WARNING;
+* a demo or untrained checkpoint is logged with a loud WARNING, and refused under
+  ``require_production`` (``PXDBG_REQUIRE_PRODUCTION=1``).
+
+The answering source is logged (INFO) and recorded in the result (``source``: a URL
+without credentials) for the provenance of the events made with it.
 
 Global tags: ``campaign`` (a name or a list of names, highest priority first) maps to the
 campaigns' tags; otherwise ``globaltag`` (a name or list, default
@@ -32,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +57,12 @@ from conditions.iov import IntervalOfValidity
 from conditions.payload import PayloadInfo, ResolvedPayload
 from conditions.source import MetadataSource
 
+from . import policy
 from .campaigns import DEFAULT_GLOBALTAG, campaign_tag
 from .checkpoint import PAYLOAD_PREFIX, ResolvedCheckpoint, payload_manifest
+from .embedded import EMBEDDED_SOURCE
 from .exceptions import (CheckpointFormatError, ManifestError, ManifestMismatchError, NoCheckpointSourceError,
-                         UnsafeCheckpointError)
+                         SourceFailedError, UnsafeCheckpointError)
 from .manifest import Manifest, check_manifest
 
 log = logging.getLogger(__name__)
@@ -55,7 +71,7 @@ log = logging.getLogger(__name__)
 SOURCES_ENV = "PXDBG_CONDITIONS"
 #: Comma-separated global tags prepended (highest priority) to the requested ones.
 GLOBALTAGS_ENV = "PXDBG_GLOBALTAGS"
-#: Set to 1 to never fall back to the embedded store.
+#: Set to 1 to never use the embedded store.
 NO_EMBEDDED_ENV = "PXDBG_NO_EMBEDDED"
 SourceSpec = Union[str, os.PathLike, MetadataSource]
 
@@ -77,12 +93,31 @@ class RegistryCheckpoint(ResolvedCheckpoint):
     iov: IntervalOfValidity | None = None
     valid: IntervalOfValidity | None = None
     tag: str | None = None
+    #: the answering source: a URL without credentials, a store or snapshot location, or
+    #: EMBEDDED_SOURCE
     source: str | None = None
+    #: not production weights (the embedded store, or a demo/untrained manifest)
+    demo: bool = False
 
     def describe(self) -> str:
         p = self.payload
         what = f"{p.name} r{p.revision}" if p is not None else str(self.path)
-        return f"{what} (tag {self.tag}, IoV {self.iov}) from {self.source}"
+        return f"{what} (tag {self.tag}, IoV {self.iov}) from {self.source}" + (" [DEMO]" if self.demo else "")
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/@?#]*@")
+
+
+def public_location(text: str) -> str:
+    """A source location fit for logs and output files: every URL in ``text`` (comma
+    separated) without user name, password or query parameters (which may carry them)."""
+    parts = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if "://" in item:
+            item = _USERINFO.sub(r"\1", item).split("?", 1)[0].split("#", 1)[0]
+        parts.append(item)
+    return ", ".join(parts)
 
 
 def _split_env(name: str) -> list[str]:
@@ -131,9 +166,16 @@ class _SourceSlot:
 
     @property
     def description(self) -> str:
+        if self.fallback:
+            return EMBEDDED_SOURCE
         if self._source is not None:
-            return self._source.description
-        return "embedded default store" if self.fallback else str(self.spec)
+            return public_location(self._source.description)
+        return public_location(os.fspath(self.spec))
+
+    def answering(self) -> str:
+        """Where the last answer came from: for a list of servers, the one that answered."""
+        server = getattr(getattr(self._source, "transport", None), "last_server", None)
+        return public_location(server) if server else self.description
 
     def open(self) -> MetadataSource:
         if self._source is None:
@@ -165,36 +207,49 @@ class _SourceSlot:
 _EMBEDDED = object()
 
 
-class _TagsUnknown(Exception):
-    """This source knows none of the requested tags (not a failure of the source)."""
+class _NotKnownHere(Exception):
+    """This source knows none of the requested tags, or no payload of that name in them
+    (not a failure of the source: the next one is asked)."""
 
 
 class CheckpointRegistry:
     """Resolves checkpoints from an ordered list of sources, with an in-process cache.
 
     ``sources``: specs or MetadataSource objects; None means ``PXDBG_CONDITIONS``.
-    ``use_embedded``: append the embedded default store as last fallback (default: yes,
-    unless ``PXDBG_NO_EMBEDDED=1``). ``cache``: the PayloadCache for downloaded payloads.
-    ``allow_open``: accept OPEN tags (for validating a campaign before it is frozen).
-    ``client_options``: for the REST client of ``http(s)://`` specs (e.g. ``retries``,
-    ``timeout``, ``token``), passed through :func:`conditions.api.open_source`.
+    ``use_embedded``: True/False forces the embedded demo store in (last) or out; None
+    applies the rule: in when nothing is configured, or with ``allow_demo`` (default:
+    ``PXDBG_ALLOW_DEMO``), never with ``PXDBG_NO_EMBEDDED=1``. ``failover``: skip sources
+    that fail (default: ``PXDBG_FAILOVER``); otherwise a failure is SourceFailedError.
+    ``require_production``: refuse demo checkpoints (default: ``PXDBG_REQUIRE_PRODUCTION``).
+    ``cache``: the PayloadCache for downloaded payloads. ``allow_open``: accept OPEN
+    tags (for validating a campaign before it is frozen). ``client_options``: for the
+    REST client of ``http(s)://`` specs (e.g. ``retries``, ``timeout``, ``token``),
+    passed through :func:`conditions.api.open_source`.
     """
 
     def __init__(self, sources: Iterable[SourceSpec] | SourceSpec | None = None, *,
                  use_embedded: bool | None = None, cache: PayloadCache | None = None,
-                 allow_open: bool = False, client_options: dict[str, Any] | None = None):
+                 allow_open: bool = False, client_options: dict[str, Any] | None = None,
+                 allow_demo: bool | None = None, failover: bool | None = None,
+                 require_production: bool | None = None):
         if sources is None:
             specs: list[SourceSpec] = list(configured_specs())
         elif isinstance(sources, (str, os.PathLike, MetadataSource)):
             specs = [sources]
         else:
             specs = list(sources)
+        self.configured = bool(specs)
         if use_embedded is None:
-            use_embedded = os.environ.get(NO_EMBEDDED_ENV, "").strip().lower() not in ("1", "true", "yes")
+            if policy.env_flag(NO_EMBEDDED_ENV):
+                use_embedded = False
+            else:
+                use_embedded = not specs or policy.flag(allow_demo, policy.ALLOW_DEMO_ENV)
         if use_embedded:
             specs.append(_EMBEDDED)  # type: ignore[arg-type]
         if not specs:
             raise ValueError("no conditions source configured and the embedded store is disabled")
+        self.failover = policy.flag(failover, policy.FAILOVER_ENV)
+        self.require_production = policy.flag(require_production, policy.REQUIRE_PRODUCTION_ENV)
         self.cache = cache if cache is not None else PayloadCache()
         http_options = {"cache": self.cache, **(client_options or {})}
         self._slots = [
@@ -241,6 +296,8 @@ class CheckpointRegistry:
         with self._lock:
             found = self._resolve_uncached(model_name, exp, run, tags)
             self._check(found, model_name, architecture_version)
+            policy.check_checkpoint(found.manifest, found.describe(), from_embedded=found.source == EMBEDDED_SOURCE,
+                                    require_production=self.require_production)
             # Newest first: production walks runs forward, so the latest range hits first.
             self._entries.setdefault(key, []).insert(0, found)
         return found
@@ -273,40 +330,53 @@ class CheckpointRegistry:
                 resolved, tag_index = self._resolve_in(source, tags, name, exp, run)
                 path = self.cache.get(resolved.payload, source)
                 manifest = payload_manifest(path, resolved.payload)
-            except _TagsUnknown as reason:
+            except _NotKnownHere as reason:
                 attempts.append((slot.description, str(reason)))
-                log.warning("conditions source %s skipped: %s", slot.description, reason)
+                log.info("conditions source %s skipped: %s", slot.description, reason)
                 continue
             except (NoPayloadFoundError, UnusableTagError, ManifestError, CheckpointFormatError,
                     UnsafeCheckpointError):
                 # authoritative answers of a source that has the tag; a payload whose
                 # verified bytes are unreadable or unsafe is that source's answer too
                 raise
-            except Exception as error:  # unreachable, corrupt, not a store, failed download
+            except Exception as error:  # unreachable, corrupt, not a store, failed download, I/O
                 reason = f"{type(error).__name__}: {error}"
                 attempts.append((slot.description, reason))
-                log.warning("conditions source %s failed: %s", slot.description, reason)
                 slot.reset()
+                if not self.failover:
+                    raise SourceFailedError(
+                        f"conditions source {slot.description} failed while resolving {name} for exp {exp} "
+                        f"run {run}: {reason}. No other source is used in its place: fix the source, or "
+                        f"allow failover between the configured sources (--failover, {policy.FAILOVER_ENV}=1)",
+                        attempts,
+                    ) from error
+                log.warning("conditions source %s failed (failing over to the next source): %s",
+                            slot.description, reason)
                 continue
             valid = self._valid_range(slot, source, tags, tag_index, resolved, exp, run)
             found = RegistryCheckpoint(
                 path=Path(path), manifest=manifest, payload_key=resolved.payload.key,
                 payload=resolved.payload, iov=resolved.iov, valid=valid,
-                tag=resolved.tag, source=slot.description,
+                tag=resolved.tag, source=slot.answering(),
+                demo=policy.demo_reason(manifest, from_embedded=slot.fallback) is not None,
             )
             log.info("checkpoint for %s at exp %d run %d: %s", model, exp, run, found.describe())
             return found
         summary = "; ".join(f"{where}: {why}" for where, why in attempts)
+        hint = ""
+        if self.configured and not any(slot.fallback for slot in self._slots):
+            hint = (" (the embedded demo store is not asked when sources are configured; "
+                    f"--allow-demo / {policy.ALLOW_DEMO_ENV}=1 opts in)")
         raise NoCheckpointSourceError(
             f"no conditions source could provide {name} for exp {exp} run {run} in global tag(s) "
-            f"{', '.join(tags)}. Tried: {summary}",
+            f"{', '.join(tags)}. Tried: {summary}{hint}",
             attempts,
         )
 
     def _resolve_in(self, source: MetadataSource, tags: tuple[str, ...], name: str,
                     exp: int, run: int) -> tuple[ResolvedPayload, int]:
-        """Resolve tag by tag in one source, so tags unknown to it can be told apart from
-        runs it has no payload for."""
+        """Resolve tag by tag in one source, so tags (and payloads) unknown to it can be
+        told apart from runs it has no payload for."""
         unknown, no_match = [], []
         for index, tag in enumerate(tags):
             try:
@@ -316,10 +386,12 @@ class CheckpointRegistry:
             except NoPayloadFoundError:
                 no_match.append(tag)
         if not no_match:
-            raise _TagsUnknown(f"it has none of the global tags {', '.join(unknown)}")
+            raise _NotKnownHere(f"it has none of the global tags {', '.join(unknown)}")
+        if not any(source.iovs(tag, name=name) for tag in no_match):
+            raise _NotKnownHere(f"it has no {name} in global tag(s) {', '.join(no_match)}")
         raise NoPayloadFoundError(
             f"no {name} for exp {exp} run {run} in global tag(s) {', '.join(no_match)} "
-            f"of {source.description}"
+            f"of {public_location(source.description)}"
             + (f" (tags unknown there: {', '.join(unknown)})" if unknown else "")
         )
 
@@ -401,7 +473,8 @@ _registries_lock = threading.Lock()
 
 
 def _registry_key(sources: Any, use_embedded: bool | None, allow_open: bool) -> tuple:
-    env = (os.environ.get(SOURCES_ENV, ""), os.environ.get(NO_EMBEDDED_ENV, ""))
+    env = tuple(os.environ.get(name, "") for name in (SOURCES_ENV, NO_EMBEDDED_ENV, policy.ALLOW_DEMO_ENV,
+                                                      policy.FAILOVER_ENV, policy.REQUIRE_PRODUCTION_ENV))
     if sources is None:
         ident: Any = None
     elif isinstance(sources, (str, os.PathLike, MetadataSource)):
@@ -433,9 +506,10 @@ def resolve_checkpoint(model: str, exp: int, run: int, campaign: str | Sequence[
     """The verified checkpoint file and manifest of ``model`` for run (exp, run).
 
     ``campaign`` selects the campaign's global tag (a list: several, highest priority
-    first); otherwise ``globaltag``. Sources: ``sources``, else ``PXDBG_CONDITIONS``, then
-    the embedded default store. Repeated calls are served from an in-process cache that is
-    exact across IoV boundaries.
+    first); otherwise ``globaltag``. Sources: ``sources``, else ``PXDBG_CONDITIONS``; the
+    embedded demo store when nothing is configured or with ``PXDBG_ALLOW_DEMO=1`` (see the
+    module docstring for failover and production rules, read from the environment here).
+    Repeated calls are served from an in-process cache that is exact across IoV boundaries.
     """
     registry = get_registry(sources, use_embedded=use_embedded, allow_open=allow_open)
     return registry.resolve(model, exp, run, campaign=campaign, globaltag=globaltag,

@@ -47,6 +47,7 @@ def main(ctx: click.Context, db, payload_dir, token, token_file, cache_dir, json
 
 
 # Command groups, one line each.
+from . import check as _check  # noqa: E402
 from . import diff as _diff  # noqa: E402
 from . import download as _download  # noqa: E402
 from . import iov as _iov  # noqa: E402
@@ -64,5 +65,6 @@ main.add_command(_upload.upload)
 main.add_command(_resolve.resolve)
 main.add_command(_download.download)
 main.add_command(_verify.verify)
+main.add_command(_check.check)
 main.add_command(_serve.serve)
 main.add_command(_token.token)

@@ -255,10 +255,13 @@ def open_cli_store(cli: CliContext, mode: str):
             return ConditionsClient(spec, token=cli.token, cache=cli.cache)
         except ValueError as error:
             raise NotAStoreError(f"bad server URL {spec!r}: {error}") from None
+    # Only commands that make sense on a new store ("create") may initialise one; every
+    # other command refuses a missing file, an empty file or an empty database.
+    create = mode == "create"
     if lower.startswith(("postgresql:", "postgresql+", "postgres:", "postgres+")):
         from ..store import open_store
 
-        return open_store(spec, cli.payload_dir)
+        return open_store(spec, cli.payload_dir, create=create)
     if lower.startswith("sqlite:"):
         from sqlalchemy.engine import make_url
 
@@ -286,7 +289,7 @@ def open_cli_store(cli: CliContext, mode: str):
         )
     from ..store import open_store
 
-    return open_store(spec, cli.payload_dir)
+    return open_store(spec, cli.payload_dir, create=create)
 
 
 pass_cli = click.make_pass_decorator(CliContext)

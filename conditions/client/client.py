@@ -33,6 +33,8 @@ from ..tags import GlobalTagState
 from .transport import BadAnswer, Transport
 
 API = "/api/v1"
+#: Items per page of a listing.
+LIST_PAGE = 5000
 
 
 def _q(segment: str) -> str:
@@ -103,6 +105,21 @@ class ConditionsClient(Store):
     def _get(self, path: str, params: Any = None) -> Any:
         return self.transport.call("GET", API + path, _json, params=params)
 
+    def _get_all(self, path: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """A listing, fetched page by page (``Link: rel="next"``), so that no answer of a
+        server is larger than a page. A server that does not page answers everything at
+        once and that is taken as it is."""
+        def page(response: requests.Response) -> tuple[Any, str | None]:
+            return _json(response), response.links.get("next", {}).get("url")
+
+        items, following = self.transport.call("GET", API + path, page,
+                                               params={**(params or {}), "limit": LIST_PAGE})
+        items = list(items)
+        while following and len(items) % LIST_PAGE == 0:
+            more, following = self.transport.call("GET", following, page)
+            items.extend(more)
+        return items
+
     def _write(self, method: str, path: str, *, json: Any = None, params: Any = None,
                data: Any = None, idempotent: bool | None = None, token: str | None = None) -> Any:
         return self.transport.call(method, API + path, _json, json=json, params=params, data=data,
@@ -132,7 +149,7 @@ class ConditionsClient(Store):
     def iovs(self, tag: str, *, name: str | None = None, exp: int | None = None,
              run: int | None = None) -> list[IoVRecord]:
         params = {k: v for k, v in (("payload", name), ("exp", exp), ("run", run)) if v is not None}
-        return [wire.iov_record_from_json(r) for r in self._get(f"/tags/{_q(tag)}/iovs", params)]
+        return [wire.iov_record_from_json(r) for r in self._get_all(f"/tags/{_q(tag)}/iovs", params)]
 
     def fetch_payload(self, payload: PayloadInfo, destination: Path) -> None:
         """Stream the payload's bytes into ``destination``, trying each server until one
@@ -216,7 +233,7 @@ class ConditionsClient(Store):
         return wire.payload_from_json(self._get(path))
 
     def list_payloads(self, name: str | None = None) -> list[PayloadInfo]:
-        return [wire.payload_from_json(p) for p in self._get("/payloads", {"name": name} if name else None)]
+        return [wire.payload_from_json(p) for p in self._get_all("/payloads", {"name": name} if name else None)]
 
     # -- IoVs -----------------------------------------------------------------------------------
     def add_iov(self, tag: str, name: str, revision: int, iov: IntervalOfValidity, *,

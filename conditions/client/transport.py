@@ -84,6 +84,8 @@ class Transport:
         self.backoff_max = float(backoff_max)
         self.offline = offline
         self._preferred = 0
+        #: The server that gave the last accepted answer (None before the first).
+        self.last_server: str | None = None
         self._lock = threading.Lock()
         self._session = requests.Session()
         # No retries below us: each attempt is one request, with its own clamped timeouts.
@@ -214,6 +216,7 @@ class Transport:
                 response.close()
             with self._lock:
                 self._preferred = self.servers.index(server)
+                self.last_server = server
             return result
         tried = "; ".join(f"{o.server}: {o.reason}" for o in outcomes)
         raise AllServersFailedError(

@@ -1,23 +1,27 @@
 """Serving payload bytes: ETag, immutable caching, HEAD, conditional and Range requests.
 
 Payload bytes never change (a new upload is a new revision), so answers may be cached
-for a year by any proxy and the ETag is the content hash.
+for a year by any proxy and the ETag is the content hash. That is only safe if the bytes
+sent are the right ones: each file is verified before it is first served (see
+:func:`verified_file`).
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.background import BackgroundTask
 
+from ..cache import check_file
+from ..exceptions import DamagedPayloadError
 from ..payload import PayloadInfo
 from ..store.base import Store
+
+log = logging.getLogger(__name__)
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 _CHUNK = 256 * 1024
@@ -75,6 +79,27 @@ def _read(path: Path, start: int, length: int) -> Iterator[bytes]:
             yield chunk
 
 
+def verified_file(store: Store, payload: PayloadInfo) -> Path:
+    """The file holding ``payload``'s bytes, checked against the metadata (size, MD5,
+    SHA-256) on its first use by this process and again whenever the file changes
+    (another inode, size or mtime). Bytes that do not match are never sent, with an
+    immutable cache header or otherwise: DamagedPayloadError (500), and the file's path
+    goes to the server log only."""
+    path = store.local_path(payload)
+    if path is None:
+        log.error("payload %s r%d: no bytes in the payload directory", payload.name, payload.revision)
+        raise DamagedPayloadError(
+            f"the bytes of payload {payload.name} r{payload.revision} are missing on this server; "
+            "its operator must restore them (`conditionsdb check` lists such payloads)")
+    problem = check_file(path, payload)
+    if problem is not None:
+        log.error("payload %s r%d: %s is damaged (%s); not served", payload.name, payload.revision, path, problem)
+        raise DamagedPayloadError(
+            f"the stored bytes of payload {payload.name} r{payload.revision} are damaged on this server "
+            "and are not served; its operator must restore them (`conditionsdb check --repair`)")
+    return Path(path)
+
+
 def payload_response(request: Request, store: Store, payload: PayloadInfo, *, filename: str) -> Response:
     """The answer to GET or HEAD of ``payload``'s bytes (runs on the threadpool)."""
     etag = etag_for(payload)
@@ -90,15 +115,7 @@ def payload_response(request: Request, store: Store, payload: PayloadInfo, *, fi
     if _etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
 
-    path = store.local_path(payload)
-    cleanup = None
-    if path is None or not Path(path).is_file():
-        # The store keeps bytes elsewhere: copy them to a temp file for this answer.
-        fd, tmp = tempfile.mkstemp(prefix="conditions-serve-")
-        os.close(fd)
-        store.fetch_payload(payload, Path(tmp))
-        path, cleanup = Path(tmp), BackgroundTask(os.unlink, tmp)
-    path = Path(path)
+    path = verified_file(store, payload)
     size = path.stat().st_size
 
     wanted = parse_range(request.headers.get("range"), size)
@@ -106,7 +123,7 @@ def payload_response(request: Request, store: Store, payload: PayloadInfo, *, fi
         wanted = None  # the client's partial copy is of something else
     if wanted == "unsatisfiable":
         headers["Content-Range"] = f"bytes */{size}"
-        return Response(status_code=416, headers=headers, background=cleanup)
+        return Response(status_code=416, headers=headers)
     status, start, length = 200, 0, size
     if isinstance(wanted, tuple):
         start, end = wanted
@@ -114,7 +131,6 @@ def payload_response(request: Request, store: Store, payload: PayloadInfo, *, fi
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(length)
     if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type="application/octet-stream",
-                        background=cleanup)
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
     return StreamingResponse(_read(path, start, length), status_code=status, headers=headers,
-                             media_type="application/octet-stream", background=cleanup)
+                             media_type="application/octet-stream")

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ..iov import IntervalOfValidity
+from ..metadata import readable_metadata
 from ..payload import IoVRecord, PayloadInfo, ResolvedPayload
 from ..store.base import AuditEntry, GlobalTagInfo, TagDiff, TokenInfo
 from ..tags import GlobalTagState
@@ -47,7 +48,8 @@ def payload_to_json(payload: PayloadInfo) -> dict[str, Any]:
         "size": payload.size,
         "created": _time(payload.created),
         "creator": payload.creator,
-        "metadata": dict(payload.metadata or {}),
+        # Rows stored before metadata was checked must not break a listing for everyone.
+        "metadata": readable_metadata(payload.metadata or {}),
         "payload_id": payload.payload_id,
         "url": payload.url,
     }

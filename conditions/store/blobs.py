@@ -29,6 +29,8 @@ from ..payload import FileHashes, hash_file
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
+#: Seconds after its last write an upload temp file counts as left behind.
+STALE_TEMP_AGE = 3600.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class BlobStorage:
         self._blobs = self.root / "sha256"
         self._tmp = self.root / "tmp"
         self._locks = self.root / "locks"
+        self._quarantine = self.root / "quarantine"
 
     def __repr__(self) -> str:
         return f"BlobStorage({str(self.root)!r})"
@@ -75,12 +78,24 @@ class BlobStorage:
         return FileLock(str(self._locks / f"{sha256}.lock"), timeout=timeout)
 
     # -- writing --------------------------------------------------------------------------
+    @property
+    def temp_dir(self) -> Path:
+        """Where uploads in flight are written (same file system as the blobs, so a
+        finished upload is renamed into place, not copied)."""
+        return self._tmp
+
+    def new_temp_file(self) -> tuple[int, Path]:
+        """An open file descriptor and path of a new temp file in :attr:`temp_dir`, named
+        so that :meth:`remove_stale_temp_files` removes it if its writer dies. Fill it and
+        pass ``StagedBlob(path, hashes)`` to :meth:`publish` (or unlink it)."""
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix="upload-", suffix=".tmp", dir=self._tmp)
+        return fd, Path(temp_name)
+
     def stage(self, data: str | Path | BinaryIO, *, max_size: int | None = None) -> StagedBlob:
         """Copy ``data`` (a path or a readable binary stream) into a temporary file in the
         payload directory, hashing it on the way. Call :meth:`publish` or :meth:`discard`."""
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(prefix="upload-", suffix=".tmp", dir=self._tmp)
-        temp_path = Path(temp_name)
+        fd, temp_path = self.new_temp_file()
         try:
             with os.fdopen(fd, "wb") as out:
                 if isinstance(data, (str, Path)):
@@ -111,6 +126,14 @@ class BlobStorage:
         _fsync_dir(target.parent)
         return True
 
+    def quarantine(self, path: Path) -> Path:
+        """Move a damaged blob file out of the blob directory (into ``quarantine/``, for
+        an administrator to look at), so it is never served or used. Returns its new path."""
+        self._quarantine.mkdir(parents=True, exist_ok=True)
+        destination = self._quarantine / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+        os.replace(path, destination)
+        return destination
+
     def discard(self, staged: StagedBlob) -> None:
         staged.temp_path.unlink(missing_ok=True)
 
@@ -118,23 +141,50 @@ class BlobStorage:
         """Delete a blob (used only to clean up after a failed database write)."""
         self.path_for(sha256).unlink(missing_ok=True)
 
-    def remove_stale_temp_files(self, max_age: float = 24 * 3600) -> int:
-        """Delete upload temp files older than ``max_age`` seconds, left by writers that
-        died mid-copy. Younger ones may belong to a live upload and are kept."""
-        removed = 0
+    def stale_temp_files(self, max_age: float = STALE_TEMP_AGE) -> list[Path]:
+        """Upload temp files not written to for ``max_age`` seconds: left by writers that
+        died mid-copy (a live upload writes all the time; a stalled one is cut off by the
+        server's body timeout long before)."""
         try:
             entries = list(self._tmp.iterdir())
         except OSError:
-            return 0
+            return []
         cutoff = time.time() - max_age
+        stale = []
         for entry in entries:
             try:
-                if entry.name.endswith(".tmp") and entry.stat().st_mtime < cutoff:
-                    entry.unlink()
-                    removed += 1
+                st = entry.lstat()
+            except OSError:
+                continue
+            if entry.name.endswith(".tmp") and st.st_mtime < cutoff:
+                stale.append(entry)
+        return stale
+
+    def remove_stale_temp_files(self, max_age: float = STALE_TEMP_AGE) -> int:
+        """Delete the :meth:`stale_temp_files`; returns how many."""
+        removed = 0
+        for entry in self.stale_temp_files(max_age):
+            try:
+                entry.unlink()
+                removed += 1
             except OSError:
                 continue
         return removed
+
+    def blob_files(self) -> list[Path]:
+        """Every file under the blob directory (for ``conditionsdb check``)."""
+        if not self._blobs.is_dir():
+            return []
+        return sorted(p for p in self._blobs.rglob("*") if not p.is_dir() or p.is_symlink())
+
+    def sha256_of_path(self, path: Path) -> str | None:
+        """The SHA-256 a blob file at ``path`` stands for, or None if it is not laid out
+        as a blob (wrong directory or name)."""
+        name = path.name
+        if (_SHA256.match(name) and path.parent.name == name[:2]
+                and path.parent.parent == self._blobs):
+            return name
+        return None
 
     # -- reading --------------------------------------------------------------------------
     def verify(self, sha256: str, md5: str | None = None, size: int | None = None) -> Path:

@@ -58,6 +58,7 @@ from ..exceptions import (
     ConcurrentModificationError,
     ConditionsError,
     InvalidIoVError,
+    InvalidMetadataError,
     InvalidValueError,
     NoPayloadFoundError,
     NotAStoreError,
@@ -70,6 +71,7 @@ from ..exceptions import (
     UnknownTokenError,
 )
 from ..iov import IntervalOfValidity
+from ..metadata import decode_metadata, encode_metadata
 from ..payload import IoVRecord, PayloadInfo, ResolvedPayload
 from ..tags import (
     GlobalTagState,
@@ -79,7 +81,7 @@ from ..tags import (
     validate_tag_name,
 )
 from .base import AuditEntry, GlobalTagInfo, Store, TagDiff, TagVersion, TokenInfo
-from .blobs import BlobStorage
+from .blobs import BlobStorage, StagedBlob
 from .tables import UNBOUNDED, AuditRow, GlobalTagRow, IoVRow, PayloadRow, TokenRow, utcnow
 
 T = TypeVar("T")
@@ -303,7 +305,8 @@ class SqlStore(Store):
         directory = Path(payload_dir) if payload_dir is not None else default_payload_dir(parsed)
         try:
             blobs = BlobStorage(directory, create=True)
-            blobs.remove_stale_temp_files()
+            # Only what is surely dead (a day old); `conditionsdb check --repair` goes further.
+            blobs.remove_stale_temp_files(max_age=24 * 3600)
         except OSError as error:
             engine.dispose()
             raise NotAStoreError(f"cannot use payload directory {directory} for {description}: {error}") from None
@@ -491,8 +494,18 @@ class SqlStore(Store):
             tag_row = self._get_tag_row(session, tag)
             return self._iov_records(session, tag_row, name=name, window=window)
 
+    def iovs_page(self, tag: str, *, name: str | None = None, exp: int | None = None, run: int | None = None,
+                  limit: int, offset: int = 0) -> list[IoVRecord]:
+        """One page of :meth:`iovs` (same order): at most ``limit`` records from ``offset``.
+        The database does the slicing, so a page of a huge tag costs a page."""
+        window = _query_window(exp, run)
+        with self._session(write=False) as session:
+            tag_row = self._get_tag_row(session, tag)
+            return self._iov_records(session, tag_row, name=name, window=window, limit=limit, offset=offset)
+
     def _iov_records(self, session: Session, tag_row: GlobalTagRow, *, name: str | None = None,
-                     window: IntervalOfValidity | None = None) -> list[IoVRecord]:
+                     window: IntervalOfValidity | None = None, limit: int | None = None,
+                     offset: int = 0) -> list[IoVRecord]:
         i, p = IoVRow.__table__.c, PayloadRow.__table__.c
         query = (
             select(i.id, i.first_exp, i.first_run, i.final_exp, i.final_run, i.created.label("iov_created"),
@@ -514,6 +527,8 @@ class SqlStore(Store):
                 else:
                     query = query.where(i.first_exp <= up_e)
             query = query.where(or_(i.upper_exp > lo_e, and_(i.upper_exp == lo_e, i.upper_run >= lo_r)))
+        if limit is not None:
+            query = query.limit(limit).offset(offset)
         records = []
         for r in session.execute(query):
             records.append(IoVRecord(
@@ -690,6 +705,8 @@ class SqlStore(Store):
     def _store_payload(self, name, data, *, metadata, user, filename, iov_tag=None, iov=None):
         validate_payload_name(name)
         who = user or current_user()
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidMetadataError(f"payload metadata must be a JSON object, got {type(metadata).__name__}")
         meta = dict(metadata or {})
         if filename is None:
             if isinstance(data, (str, Path)):
@@ -698,16 +715,19 @@ class SqlStore(Store):
                 filename = Path(data.name).name
         if filename:
             meta.setdefault("filename", str(filename))
-        try:
-            meta_json = json.dumps(meta, sort_keys=True, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise InvalidValueError(f"payload metadata must be JSON-serialisable: {error}") from None
+        # Depth and size are checked before any byte is staged or row written.
+        meta_json = encode_metadata(meta)
         suffix = Path(filename).suffix[1:] if filename else ""
         extension = suffix if _EXTENSION.match(suffix) else "bin"
         if isinstance(data, (bytes, bytearray, memoryview)):
             data = io.BytesIO(bytes(data))
 
-        staged = self.blobs.stage(data, max_size=self.max_payload_size)
+        if isinstance(data, StagedBlob):
+            # Already written into our temp area and hashed (a server upload): renamed
+            # into place, never copied again.
+            staged = data
+        else:
+            staged = self.blobs.stage(data, max_size=self.max_payload_size)
         hashes = staged.hashes
         try:
             with self.blobs.lock(hashes.sha256):
@@ -812,10 +832,17 @@ class SqlStore(Store):
             return {name: int(count) for name, count in session.execute(query)}
 
     def list_payloads(self, name: str | None = None) -> list[PayloadInfo]:
+        return self.payloads_page(name)
+
+    def payloads_page(self, name: str | None = None, *, limit: int | None = None,
+                      offset: int = 0) -> list[PayloadInfo]:
+        """:meth:`list_payloads`, or one page of it (``limit`` records from ``offset``)."""
         with self._session(write=False) as session:
             query = select(PayloadRow).order_by(PayloadRow.name, PayloadRow.revision)
             if name is not None:
                 query = query.where(PayloadRow.name == name)
+            if limit is not None:
+                query = query.limit(limit).offset(offset)
             return [_payload_info_from_row(r) for r in session.scalars(query)]
 
     # -- IoVs -----------------------------------------------------------------------------------
@@ -1206,14 +1233,14 @@ def _build_resolve_queries():
 
 def _payload_info(r) -> PayloadInfo:
     return PayloadInfo(name=r.name, revision=r.revision, checksum=r.checksum, sha256=r.sha256, size=r.size,
-                       created=r.created, creator=r.creator, metadata=json.loads(r.metadata_json),
+                       created=r.created, creator=r.creator, metadata=decode_metadata(r.metadata_json),
                        payload_id=r.payload_id, url=r.url)
 
 
 def _payload_info_from_row(row: PayloadRow) -> PayloadInfo:
     return PayloadInfo(name=row.name, revision=row.revision, checksum=row.checksum, sha256=row.sha256,
                        size=row.size, created=row.created, creator=row.creator,
-                       metadata=json.loads(row.metadata_json), payload_id=row.id, url=row.url)
+                       metadata=decode_metadata(row.metadata_json), payload_id=row.id, url=row.url)
 
 
 _TAG_ROW_QUERY, _TAG_SERIAL_QUERY, _TAG_IOVS_QUERY, _PAYLOADS_BY_ID_QUERY, _POINT_QUERY = _build_resolve_queries()
@@ -1283,6 +1310,13 @@ def _check_sqlite_file(path: Path, *, create: bool) -> None:
     except OSError as error:
         raise NotAStoreError(f"cannot read {path}: {error}") from None
     if not header:
+        if not create:
+            # Only a command that creates stores may turn an empty file into one: a read
+            # (or a server) pointed at it by mistake must not leave a new store behind.
+            raise NotAStoreError(
+                f"{path} is an empty file, not a conditions store; create a store there with "
+                f"`conditionsdb --db {path} tag create NAME` if that is what you want"
+            )
         return  # an empty file is an empty SQLite database: it becomes a store
     if len(header) < 100 or not header.startswith(_SQLITE_HEADER):
         raise NotAStoreError(
@@ -1375,8 +1409,10 @@ def _prepare_schema(engine: Engine, description: str, *, create: bool) -> None:
                         f"{description} has schema revision {version!r}, newer than this software "
                         "knows; upgrade the conditions package"
                     )
-                if not create:
-                    raise NotAStoreError(f"{description} is not an initialised conditions store")
+                if not create and version is None:
+                    # An empty database: only commands that create a store initialise one.
+                    # (An existing store at an older schema revision is still upgraded.)
+                    raise NotAStoreError(f"{description} is an empty database, not an initialised conditions store")
                 _run_migrations(conn)
                 if sqlite:
                     conn.exec_driver_sql(f"PRAGMA application_id = {STORE_APPLICATION_ID}")

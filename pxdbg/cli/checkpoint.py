@@ -215,18 +215,27 @@ def show(file: Path, as_json: bool) -> None:
 @click.option("--campaign", multiple=True, help="Campaign(s), highest priority first.")
 @click.option("--globaltag", multiple=True, help="Global tag(s) when no campaign is given.")
 @click.option("--source", "sources", multiple=True, metavar="SPEC",
-              help="Conditions source(s) to ask before the embedded store (default: $PXDBG_CONDITIONS).")
-@click.option("--no-embedded", is_flag=True, help="Do not fall back to the embedded default store.")
+              help="Conditions source(s), tried in order (default: $PXDBG_CONDITIONS; with neither, the "
+                   "embedded demo store).")
+@click.option("--no-embedded", is_flag=True, help="Never use the embedded demo store.")
+@click.option("--allow-demo", is_flag=True, default=None,
+              help="Ask the embedded demo store last even though sources are configured (env PXDBG_ALLOW_DEMO=1).")
+@click.option("--failover", is_flag=True, default=None,
+              help="Skip a configured source that fails instead of stopping (env PXDBG_FAILOVER=1).")
+@click.option("--require-production", is_flag=True, default=None,
+              help="Refuse demo and untrained checkpoints (env PXDBG_REQUIRE_PRODUCTION=1).")
 @click.option("--allow-open", is_flag=True, help="Accept OPEN global tags.")
 @friendly_errors
 def resolve(model: str, exp: int, run: int, campaign: tuple[str, ...], globaltag: tuple[str, ...],
-            sources: tuple[str, ...], no_embedded: bool, allow_open: bool) -> None:
+            sources: tuple[str, ...], no_embedded: bool, allow_demo: bool | None, failover: bool | None,
+            require_production: bool | None, allow_open: bool) -> None:
     """Which checkpoint (exp, run) gets, where it came from, and the verified local file."""
     from pxdbg.models import get_model
     from registry.resolve import CheckpointRegistry
 
     registry = CheckpointRegistry(list(sources) or None, use_embedded=False if no_embedded else None,
-                                  allow_open=allow_open)
+                                  allow_open=allow_open, allow_demo=allow_demo, failover=failover,
+                                  require_production=require_production)
     with registry:
         found = registry.resolve(model, exp, run, campaign=list(campaign) or None,
                                  globaltag=list(globaltag) or "PXDBackgroundGenerator",

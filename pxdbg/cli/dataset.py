@@ -81,8 +81,14 @@ def import_root_cmd(files: tuple[Path, ...], output: Path, tree: str, branch: st
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("-n", "--max-events", type=click.IntRange(min=1), default=None,
               help="Summarize at most this many events (default: all).")
-def info(file: Path, max_events: int | None) -> None:
-    """Describe a pxd-digits file: events, runs, digits, occupancy per layer, charge."""
+@click.option("--provenance", "as_json", is_flag=True,
+              help="Print only the provenance record, as JSON (checkpoints, sources, runs).")
+def info(file: Path, max_events: int | None, as_json: bool) -> None:
+    """Describe a pxd-digits file: events, runs, digits, occupancy per layer, charge, and
+    the provenance of generated events (checkpoint payload, hashes, tag, IoV, source)."""
+    import json
+
+    from .. import provenance
     from ..digits import DigitsFormatError, DigitsReader
     from ..sensors import SENSOR_LAYER
     from ..validation.metrics import summarize_file
@@ -93,6 +99,10 @@ def info(file: Path, max_events: int | None) -> None:
             n_digits = int(reader.offsets[-1])
             runs = sorted({(int(e), int(r)) for e, r in zip(reader.exp, reader.run)})
             attrs = {k: v for k, v in reader.attrs.items() if k not in ("format", "version", "n_events")}
+            record = provenance.read(reader)
+        if as_json:
+            click.echo(json.dumps(record, indent=2, sort_keys=True))
+            return
         summary = summarize_file(file, max_events=max_events) if n else None
     except DigitsFormatError as error:
         raise click.ClickException(str(error)) from error
@@ -104,6 +114,12 @@ def info(file: Path, max_events: int | None) -> None:
         value = attrs[key]
         text = value.decode() if isinstance(value, bytes) else str(value)
         click.echo(f"  {key}: {text if len(text) < 100 else text[:97] + '...'}")
+    if record is not None:
+        click.echo("  provenance:")
+        for line in provenance.describe(record, indent="    "):
+            click.echo(line)
+    else:
+        click.echo("  provenance: none recorded (not made by pxdbg generate or overlay)")
     if summary is not None:
         occ = summary.mean_occupancy
         hist = summary.charge_hist

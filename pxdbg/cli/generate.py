@@ -3,6 +3,14 @@
 One run (``--exp/--run``) or a run list crossing IoV boundaries (``--runs`` or
 ``--runs-file``); the checkpoint is resolved per run from the registry unless
 ``--checkpoint`` fixes it, and is switched only when a run needs another payload.
+Which sources may answer and which checkpoints may be used follows
+:mod:`registry.policy` (``--failover``, ``--allow-demo``, ``--require-production``);
+the output records its provenance (:mod:`pxdbg.provenance`).
+
+Exit status: 0 when every event was made with a checkpoint from the configured sources;
+1 when the job stopped instead (a source failed, no source knew the tag, a demo
+checkpoint was refused, bad input); 2 for usage errors. No output file is left behind
+by a job that stopped.
 """
 
 from __future__ import annotations
@@ -81,6 +89,28 @@ def parse_runs_file(path: Path, default_events: int) -> list[tuple[int, int, int
     return result
 
 
+def _source_settings(registry: Any, checkpoint: Path | None, require_production: bool | None) -> dict:
+    """How checkpoints were to be found, for the provenance record."""
+    from registry.policy import FAILOVER_ENV, REQUIRE_PRODUCTION_ENV, env_flag
+    from registry.resolve import configured_specs, public_location
+
+    if checkpoint is not None:
+        sources, failover = ["file"], False
+    elif registry is not None:
+        sources, failover = registry.source_descriptions, registry.failover
+    else:
+        sources, failover = [public_location(s) for s in configured_specs()] or ["embedded"], env_flag(FAILOVER_ENV)
+    required = require_production if require_production is not None else env_flag(REQUIRE_PRODUCTION_ENV)
+    return {"sources": sources, "failover": failover, "require_production": required}
+
+
+def _checkpoint_line(record: dict) -> str:
+    if record.get("payload"):
+        return (f"{record['payload']} r{record['revision']} md5 {record['md5']} (tag {record['globaltag']}) "
+                f"from {record['source']}")
+    return f"file {record['file']} sha256 {record['sha256']}"
+
+
 def handle_errors(func: Callable) -> Callable:
     """Bad input and refused checkpoints become ``error: ...`` and exit status 1."""
 
@@ -125,9 +155,16 @@ def handle_errors(func: Callable) -> Callable:
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Use this checkpoint file for every run instead of resolving one.")
 @click.option("--source", "sources", multiple=True, metavar="SPEC",
-              help="Conditions source to resolve checkpoints from (repeatable, tried in order, before the "
-                   "embedded store): store path, sqlite:///, postgresql://, http://server or a snapshot "
-                   "directory. Default: $PXDBG_CONDITIONS.")
+              help="Conditions source to resolve checkpoints from (repeatable, tried in order): store path, "
+                   "sqlite:///, postgresql://, http://server or a snapshot directory. Default: $PXDBG_CONDITIONS; "
+                   "with neither, the embedded demo store.")
+@click.option("--failover", is_flag=True, default=None,
+              help="A configured source that fails (unreachable, damaged bytes, I/O error) is skipped for the "
+                   "next one instead of stopping the job (env PXDBG_FAILOVER=1).")
+@click.option("--allow-demo", is_flag=True, default=None,
+              help="Ask the embedded demo store last even though sources are configured (env PXDBG_ALLOW_DEMO=1).")
+@click.option("--require-production", is_flag=True, default=None,
+              help="Refuse demo and untrained checkpoints (env PXDBG_REQUIRE_PRODUCTION=1, for grid jobs).")
 @click.option("--seed", type=int, help="Seed; default: a random one, recorded in the output file.")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda:0.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
@@ -140,6 +177,7 @@ def handle_errors(func: Callable) -> Callable:
 @handle_errors
 def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: Path | None, model: str | None,
              campaigns: tuple[str, ...], globaltag: str, checkpoint: Path | None, sources: tuple[str, ...],
+             failover: bool | None, allow_demo: bool | None, require_production: bool | None,
              seed: int | None, device: str,
              threads: int, batch: int | None, progress: bool | None, output: Path) -> None:
     """Generate PXD background events and write them as a pxd-digits file."""
@@ -147,11 +185,10 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
 
     from tqdm import tqdm
 
+    from .. import provenance
     from ..digits import DigitsWriter
-    from ..module import PXDBackgroundGenerator
-
     from ..models import DEFAULT_MODEL, SPARSE, model_kind
-    from ..module import model_of_checkpoint
+    from ..module import PXDBackgroundGenerator, model_of_checkpoint
 
     if runs_spec and runs_file:
         raise click.UsageError("give --runs or --runs-file, not both")
@@ -175,28 +212,41 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
         seed = secrets.randbelow(2**64) - 2**63
         log.info("random seed %d", seed)
     registry = None
-    if sources:
-        if checkpoint is not None:
-            raise click.UsageError("give --checkpoint or --source, not both")
+    if checkpoint is not None:
+        if sources or failover or allow_demo:
+            raise click.UsageError("give --checkpoint or conditions sources (--source, --failover, --allow-demo), "
+                                   "not both")
+    elif sources or failover or allow_demo or require_production:
         from registry.resolve import CheckpointRegistry
 
-        # Sources given here replace $PXDBG_CONDITIONS; the embedded store stays last.
-        registry = CheckpointRegistry(list(sources))
+        # Sources given here replace $PXDBG_CONDITIONS. (Without options, the module's
+        # default resolver applies the same rules from the environment.)
+        registry = CheckpointRegistry(list(sources) or None, allow_demo=allow_demo, failover=failover,
+                                      require_production=require_production)
     gen = PXDBackgroundGenerator(model=model, checkpoint=checkpoint, seed=seed, nintra=threads,
                                  globaltag=globaltag, campaign=list(campaigns) or None, device=device,
-                                 resolver=registry.as_resolver() if registry is not None else None)
+                                 resolver=registry.as_resolver() if registry is not None else None,
+                                 require_production=require_production)
     gen.initialize()
     total = sum(n for _, _, n in plan)
     attrs = {"generator_model": model, "generator_seed": seed,
              "generator_campaign": ",".join(campaigns), "generator_globaltag": globaltag}
+    recorder = provenance.ProvenanceRecorder(
+        model=model, seed=seed, globaltag=None if campaigns else globaltag, campaigns=campaigns,
+        settings=_source_settings(registry, checkpoint, require_production))
     bar = tqdm(total=total, unit="evt", disable=(not progress) if progress is not None else None,
                file=sys.stderr, desc=f"pxdbg generate {model}")
     with DigitsWriter(output, attrs=attrs) as writer:
+        announced = None
         for e, r, n in plan:
-            loads = gen.stats.loads
             gen.begin_run(e, r)
-            if gen.stats.loads != loads:  # say where the weights came from at every switch
+            if gen.resolved is not announced:  # say where the weights came from at every switch
+                announced = gen.resolved
                 bar.write(f"exp {e} run {r}: checkpoint {gen.checkpoint_description}", file=sys.stderr)
+                if gen.demo:
+                    bar.write("WARNING: this is a DEMO checkpoint, not a physics model: its events are not "
+                              "physics background (--require-production refuses it)", file=sys.stderr)
+            recorder.add_run(e, r, n, gen)
             done = 0
             while done < n:
                 k = min(batch, n - done)
@@ -205,7 +255,13 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
                 writer.append_many(digits, exp=[e] * k, run=[r] * k, evt=range(done + 1, done + k + 1))
                 done += k
                 bar.update(k)
-        writer.set_attrs(generator_checkpoints="\n".join(gen.stats.checkpoints), generator_loads=gen.stats.loads)
+        document = recorder.document()
+        provenance.write(writer, document)
+        # One line per checkpoint for a quick look (`h5dump -A`); the full record is the
+        # provenance document. Never a local cache path.
+        writer.set_attrs(generator_checkpoints="\n".join(_checkpoint_line(c) for c in document["checkpoints"]),
+                         generator_loads=gen.stats.loads,
+                         generator_demo=any(c["demo"] for c in document["checkpoints"]))
     bar.close()
     gen.terminate()
     if registry is not None:

@@ -369,6 +369,8 @@ def train_sparse(data: Sequence[str | Path], run_dir: str | Path, config: Sparse
         model_config={"holdout": config.holdout, "seed": config.seed,
                       "library_megabytes": config.library_megabytes},
         description=description, training_files=records,
+        # Fitted to the synthetic stand-in only: a demo, never a production model.
+        demo=synthetic,
     )
     path = sparse_model.save(model, run_dir / "sparse.safetensors", manifest)
     settings = {"model": "sparse", "data": [str(p) for p in files],

@@ -30,6 +30,8 @@ from conditions.exceptions import NotAStoreError
 EMBEDDED_STORE_DIR = Path(__file__).resolve().parent / "store"
 #: The tag it holds.
 EMBEDDED_GLOBALTAG = "PXDBackgroundGenerator"
+#: How it is named as the source of a checkpoint (logs, provenance records).
+EMBEDDED_SOURCE = "embedded default store"
 
 
 def open_embedded(directory: str | Path | None = None):

@@ -1,11 +1,14 @@
 """`pxdbg generate` and `pxdbg overlay` end to end (CliRunner, real files)."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 import pxdbg.module
+from pxdbg import provenance
 from pxdbg.cli import main
 from pxdbg.cli.generate import parse_run_spec, parse_runs_file
 from pxdbg.digits import DigitsReader
@@ -77,7 +80,12 @@ def test_generate_over_runs_crossing_an_iov_boundary(checkpoints, tmp_path, monk
     with DigitsReader(out) as r:
         assert list(r.run) == [4, 5, 6, 6] and list(r.evt) == [1, 1, 1, 2]
         assert r.attrs["generator_loads"] == 2
-        assert r.attrs["generator_checkpoints"].split("\n") == [str(checkpoints["A"]), str(checkpoints["B"])]
+        # What was used, by name and hash (never a local path); which run came from which.
+        lines = r.attrs["generator_checkpoints"].split("\n")
+        assert lines == [f"file {checkpoints[k].name} sha256 {hashlib.sha256(checkpoints[k].read_bytes()).hexdigest()}"
+                         for k in "AB"]
+        record = provenance.read(r)
+        assert [(run["run"], run["checkpoint"]) for run in record["runs"]] == [(4, 0), (5, 0), (6, 1)]
 
 
 def test_generate_refuses_bad_input(checkpoints, tmp_path):

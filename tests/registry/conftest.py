@@ -18,7 +18,10 @@ from registry.manifest import Manifest
 @pytest.fixture(autouse=True)
 def _isolated_registry(monkeypatch, tmp_path):
     """No test sees the developer's environment, cache or another test's registries."""
-    for name in (resolve.SOURCES_ENV, resolve.GLOBALTAGS_ENV, resolve.NO_EMBEDDED_ENV):
+    from registry import policy
+
+    for name in (resolve.SOURCES_ENV, resolve.GLOBALTAGS_ENV, resolve.NO_EMBEDDED_ENV, policy.ALLOW_DEMO_ENV,
+                 policy.FAILOVER_ENV, policy.REQUIRE_PRODUCTION_ENV):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CONDITIONS_CACHE_DIR", str(tmp_path / "payload-cache"))
     resolve.clear_cache()

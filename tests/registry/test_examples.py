@@ -80,7 +80,7 @@ def test_03_admin_publishes_through_a_server_and_stops_it(tmp_path):
     assert re.search(r"exp 5 run 42: PXDBackgroundGenerator_convnet r1 .* from http://127\.0\.0\.1:\d+", out)
     assert "exp 6 run 1 is outside the campaign's IoVs and is refused" in out
     # Server down: the failure is logged with its reason, then the snapshot answers.
-    assert re.search(r"WARNING conditions source http://127\.0\.0\.1:\d+ failed: .*refused", out)
+    assert re.search(r"WARNING conditions source http://127\.0\.0\.1:\d+ failed \(failing over to the next source\): .*refused", out)
     assert "answered by: snapshot:" in out
     # Secrets are never printed in full.
     assert not re.search(r"cdb_[A-Za-z0-9_-]{20,}", out)

@@ -64,8 +64,12 @@ def test_source_argument_takes_precedence_over_the_environment(campaign_store, t
 def test_environment_sources_in_order_then_the_reason_is_logged(campaign_store, tmp_path, monkeypatch, caplog):
     _db, snapshot = campaign_store
     monkeypatch.setenv("PXDBG_CONDITIONS", f"{tmp_path / 'not-there'},{snapshot}")
+    # A typo in the configured sources stops the job: no file, exit 1, the source named.
+    result, out = generate(tmp_path)
+    assert result.exit_code == 1 and "not-there" in result.output and "--failover" in result.output
+    assert not out.exists()
     with caplog.at_level(logging.INFO, logger="registry.resolve"):
-        result, _ = generate(tmp_path)
+        result, _ = generate(tmp_path, "--failover")
     assert result.exit_code == 0, result.output
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "not-there" in warning and "NotAStoreError" in warning

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable, Sequence
+from urllib.parse import urlencode
+
+from fastapi import Query, Request
+
 from ...exceptions import UnknownIoVError
 from ...payload import IoVRecord
 from ...store.base import Store
@@ -31,3 +36,32 @@ def find_iov(store: Store, iov_id: int) -> IoVRecord:
             if record.iov_id == iov_id:
                 return record
     raise UnknownIoVError(f"no IoV with id {iov_id}")
+
+
+#: Largest page a listing answers at once.
+MAX_PAGE = 10_000
+
+#: The paging parameters of a listing. Without ``limit`` the whole list comes back (as
+#: always); with it, one page, and a ``Link: <...>; rel="next"`` header while more remain.
+PageLimit = Query(None, ge=1, le=MAX_PAGE, description=f"page size (1 to {MAX_PAGE}); omit for the whole list")
+PageOffset = Query(0, ge=0, le=2**31 - 1, description="index of the first item of the page")
+
+
+def paged(request: Request, limit: int | None, offset: int, page: Callable[..., Sequence[Any]] | None,
+          everything: Callable[[], Sequence[Any]]) -> tuple[Sequence[Any], dict[str, str]]:
+    """The items of one page and its ``Link`` header. ``page(limit=, offset=)`` asks the
+    store for just that page (one row more, to know whether another page follows);
+    stores without it are sliced here."""
+    if limit is None:
+        return everything(), {}
+    if page is not None:
+        items = list(page(limit=limit + 1, offset=offset))
+    else:
+        items = list(everything())[offset:offset + limit + 1]
+    headers = {}
+    if len(items) > limit:
+        items = items[:limit]
+        query = dict(request.query_params)
+        query.update(limit=str(limit), offset=str(offset + limit))
+        headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return items, headers

@@ -81,7 +81,7 @@ from ...payload import PayloadInfo
 from ...store.base import GlobalTagInfo, Store, TokenInfo
 from ...tags import GlobalTagState, validate_payload_name
 from .. import auth
-from ..deps import NO_STORE, get_settings, get_store, metadata_headers
+from ..deps import NO_STORE, authenticate_secret, get_settings, get_store, metadata_headers, upload_directory
 from ..responses import json_response
 from ..basf2_wire import payload_count, v2_iov, v2_payload, v2_tag
 from ..schemas import (V2GlobalTagPayload, V2Iov, V2PayloadInfo, V2PayloadQuery, V2Tag, V2TagCreate,
@@ -119,11 +119,11 @@ def basf2_token(request: Request) -> TokenInfo:
         raise AuthenticationError(
             "this operation needs a token: send 'Authorization: Bearer TOKEN', or with b2conditionsdb "
             "give it as the HTTP password (--http-user NAME --http-password TOKEN)")
-    token = get_store(request).authenticate(secret)
-    if token is None or token.revoked:
+    try:
+        return authenticate_secret(request, secret)
+    except AuthenticationError:
         raise AuthenticationError("unknown or revoked token (b2conditionsdb's default credentials are not "
-                                  "a token: pass --http-password TOKEN)")
-    return token
+                                  "a token: pass --http-password TOKEN)") from None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -332,7 +332,7 @@ async def create_payload(request: Request, name: str, token: TokenInfo = Depends
     auth.require_upload_scope(token)
     validate_payload_name(name)
     settings = get_settings(request)
-    upload = _MixedUpload(request, settings.max_upload_bytes, settings.upload_dir)
+    upload = _MixedUpload(request, settings.max_upload_bytes, upload_directory(request))
     try:
         await upload.receive()
         expected = upload.expected_md5()
@@ -370,7 +370,7 @@ class _MixedUpload:
             raise _invalid("body", "expected a multipart/mixed body (the payload file and a 'json' part), "
                                    f"got Content-Type {content_type!r}")
         self.boundary = boundary
-        fd, name = tempfile.mkstemp(prefix="upload-", dir=directory)
+        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".tmp", dir=directory)
         self.path = Path(name)
         self._out = os.fdopen(fd, "wb")
         self._md5, self._size = hashlib.md5(), 0

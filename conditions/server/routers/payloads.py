@@ -15,15 +15,19 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ...exceptions import ChecksumMismatchError, PayloadTooLargeError
+from ...exceptions import ChecksumMismatchError, InvalidMetadataError, PayloadTooLargeError
+from ...metadata import MAX_DEPTH as MAX_METADATA_DEPTH
+from ...metadata import encode_metadata
+from ...payload import FileHashes
 from ...store.base import Store, TokenInfo
+from ...store.blobs import StagedBlob
 from ...tags import validate_payload_name
 from .. import auth, wire
-from ..deps import NO_STORE, current_token, get_settings, get_store, metadata_headers
+from ..deps import NO_STORE, current_token, get_settings, get_store, metadata_headers, upload_directory
 from ..files import payload_response
 from ..responses import json_response
 from ..schemas import INT32_MAX, ErrorBody, PayloadOut
-from ._common import PRINTABLE, READ_ERRORS, WRITE_ERRORS
+from ._common import PRINTABLE, READ_ERRORS, WRITE_ERRORS, PageLimit, PageOffset, paged
 
 router = APIRouter(prefix="/api/v1", tags=["payloads"])
 
@@ -34,10 +38,15 @@ _HEX32 = r"^[0-9a-fA-F]{32}$"
 @router.get("/payloads", response_model=list[PayloadOut], responses=READ_ERRORS)
 def list_payloads(request: Request,
                   name: str | None = Query(None, max_length=200, pattern=PRINTABLE),
+                  limit: int | None = PageLimit, offset: int = PageOffset,
                   store: Store = Depends(get_store)):
-    """Every payload revision, or every revision of one name."""
-    payloads = store.list_payloads(name)
-    return json_response([wire.payload_to_json(p) for p in payloads], headers=metadata_headers(request))
+    """Every payload revision, or every revision of one name; with ``limit``, one page
+    (follow the ``Link: rel="next"`` header)."""
+    page = getattr(store, "payloads_page", None)
+    payloads, link = paged(request, limit, offset,
+                           (lambda **slice_: page(name, **slice_)) if page else None,
+                           lambda: store.list_payloads(name))
+    return json_response([wire.payload_to_json(p) for p in payloads], headers={**metadata_headers(request), **link})
 
 
 @router.post(
@@ -69,7 +78,12 @@ async def upload_payload(
     if declared and declared.isdigit() and int(declared) > cap:
         raise PayloadTooLargeError(f"payload of {int(declared)} bytes is over the server's cap of {cap} bytes")
 
-    fd, tmp_name = tempfile.mkstemp(prefix="upload-", dir=settings.upload_dir)
+    store: Store = get_store(request)
+    blobs = getattr(store, "blobs", None) if settings.upload_dir is None else None
+    # Straight into the payload directory's temp area: a finished upload is renamed into
+    # place, and one cut off by a killed server is found there (stale temp files:
+    # `conditionsdb check --repair`, and a day later any start-up), never in /tmp.
+    fd, tmp_name = tempfile.mkstemp(prefix="upload-", suffix=".tmp", dir=upload_directory(request))
     tmp = Path(tmp_name)
     try:
         sha, md = hashlib.sha256(), hashlib.md5()
@@ -82,18 +96,24 @@ async def upload_payload(
                 sha.update(chunk)
                 md.update(chunk)
                 await run_in_threadpool(out.write, chunk)
+            await run_in_threadpool(_flush_to_disk, out)
         if sha256 and sha.hexdigest() != sha256.lower():
             raise ChecksumMismatchError(f"uploaded bytes have SHA-256 {sha.hexdigest()}, expected {sha256}")
         if md5 and md.hexdigest() != md5.lower():
             raise ChecksumMismatchError(f"uploaded bytes have MD5 {md.hexdigest()}, expected {md5}")
-        store: Store = get_store(request)
         extra = {}
         if "filename" in inspect.signature(store.add_payload).parameters:
             extra["filename"] = filename or name  # never the name of our temp file
-        info = await run_in_threadpool(partial(store.add_payload, name, tmp, metadata=meta, user=token.name, **extra))
+        data = StagedBlob(tmp, FileHashes(md.hexdigest(), sha.hexdigest(), size)) if blobs is not None else tmp
+        info = await run_in_threadpool(partial(store.add_payload, name, data, metadata=meta, user=token.name, **extra))
     finally:
         tmp.unlink(missing_ok=True)
     return json_response(wire.payload_to_json(info), status_code=201, headers=NO_STORE)
+
+
+def _flush_to_disk(out) -> None:
+    out.flush()
+    os.fsync(out.fileno())
 
 
 def _parse_metadata(text: str | None) -> dict:
@@ -101,6 +121,8 @@ def _parse_metadata(text: str | None) -> dict:
         return {}
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise InvalidMetadataError(f"payload metadata nests deeper than {MAX_METADATA_DEPTH} levels") from None
     except ValueError as error:
         value, why = None, f"not JSON ({error})"
     else:
@@ -108,6 +130,7 @@ def _parse_metadata(text: str | None) -> dict:
     if not isinstance(value, dict):
         raise RequestValidationError([{"loc": ("query", "metadata"), "type": "value_error",
                                        "msg": f"payload metadata must be a JSON object: {why}"}])
+    encode_metadata(value)  # depth and size: a 422 before a single byte of the body is read
     return value
 
 

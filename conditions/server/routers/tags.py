@@ -9,10 +9,10 @@ from ...store.base import Store, TokenInfo
 from ...tags import GlobalTagState
 from .. import auth, wire
 from ..deps import NO_STORE, current_token, get_store, metadata_headers
-from ..responses import json_response
+from ..responses import dumps, json_response, raw_json_response
 from ..schemas import (INT32_MAX, DiffOut, IoVCreate, IoVOut, TagClone, TagCreate, TagModify, TagOut,
                        TagStateChange)
-from ._common import PRINTABLE, READ_ERRORS, WRITE_ERRORS
+from ._common import PRINTABLE, READ_ERRORS, WRITE_ERRORS, PageLimit, PageOffset, paged
 
 router = APIRouter(prefix="/api/v1", tags=["tags"])
 
@@ -80,10 +80,29 @@ def list_iovs(request: Request, name: str,
                                           description="only this payload name"),
               exp: int | None = Query(None, ge=0, le=INT32_MAX),
               run: int | None = Query(None, ge=0, le=INT32_MAX),
+              limit: int | None = PageLimit, offset: int = PageOffset,
               store: Store = Depends(get_store)):
-    """IoVs of a tag, optionally only for one payload name and/or one (exp, run)."""
-    records = store.iovs(name, name=payload, exp=exp, run=run)
-    return json_response([wire.iov_record_to_json(r) for r in records], headers=metadata_headers(request))
+    """IoVs of a tag, optionally only for one payload name and/or one (exp, run); with
+    ``limit``, one page of them (follow the ``Link: rel="next"`` header). Answers are
+    kept per worker while the tag's change serial is unchanged (listing_cache)."""
+    tag_version = getattr(store, "tag_version", None)
+    version = tag_version(name) if callable(tag_version) else None
+    cache = request.app.state.listing_cache
+    key = (name, payload, exp, run, limit, offset)
+    if version is not None:
+        cached = cache.get(key, version)
+        if cached is not None:
+            body, link = cached
+            return raw_json_response(body, headers={**metadata_headers(request), **link})
+    page = getattr(store, "iovs_page", None)
+    records, link = paged(
+        request, limit, offset,
+        (lambda **slice_: page(name, name=payload, exp=exp, run=run, **slice_)) if page else None,
+        lambda: store.iovs(name, name=payload, exp=exp, run=run))
+    body = dumps([wire.iov_record_to_json(r) for r in records])
+    if version is not None:
+        cache.put(key, version, body, link)
+    return raw_json_response(body, headers={**metadata_headers(request), **link})
 
 
 @router.post("/tags/{name}/iovs", status_code=201, response_model=IoVOut, responses=WRITE_ERRORS)

@@ -39,8 +39,11 @@ class LiveServer:
 
 
 def start_server(db_url: str, payload_dir: Path | None, log: Path, *, workers: int = 1,
-                 extra: tuple[str, ...] = (), timeout: float = 30.0) -> LiveServer:
-    """Start ``python -m conditions.server`` and wait until it answers its health check."""
+                 extra: tuple[str, ...] = (), timeout: float = 30.0, env: dict[str, str] | None = None,
+                 preexec_fn=None) -> LiveServer:
+    """Start ``python -m conditions.server`` and wait until it answers its health check.
+    ``env`` adds environment variables; ``preexec_fn`` runs in the child before exec (e.g.
+    to set resource limits)."""
     last_error = None
     for _attempt in range(3):  # the free port may be taken between probe and bind
         port = free_port()
@@ -48,9 +51,11 @@ def start_server(db_url: str, payload_dir: Path | None, log: Path, *, workers: i
                "--workers", str(workers), "--log-level", "warning", *extra]
         if payload_dir is not None:
             cmd += ["--payloads", str(payload_dir)]
-        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        child_env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                         **(env or {}))
         out = open(log, "ab")
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env, cwd=REPO,
+                                   preexec_fn=preexec_fn)
         out.close()
         server = LiveServer(f"http://127.0.0.1:{port}", process, log)
         deadline = time.monotonic() + timeout

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 from conditions.exceptions import FrozenTagError
 from conditions.iov import IntervalOfValidity
 from conditions.payload import IoVRecord, PayloadInfo
+from conditions.payload_inspect import pack_report, report_metadata, report_name
 from conditions.store.base import Store
 from conditions.tags import GlobalTagState
 
@@ -141,6 +142,22 @@ def upload_checkpoint(store: Store, path: str | Path, *, model: str, campaign: s
             record = store.add_iov(tag, name, payload.revision, iov, user=user)
     log.info("uploaded %s r%d into %s with IoV %s", payload.name, payload.revision, tag, iov)
     return UploadResult(payload, record, tag, manifest, added)
+
+
+def attach_validation_report(store: Store, report_dir: str | Path, *, model: str, revision: int | None = None,
+                             user: str | None = None) -> PayloadInfo:
+    """Store a ``pxdbg validate -o DIR`` directory (report.json and its PNG plots) as the
+    validation report of checkpoint ``PXDBackgroundGenerator_<model>`` revision ``revision``
+    (default: the newest), so that the conditions web pages show it beside the checkpoint.
+    The report is a payload of its own (see :mod:`conditions.payload_inspect`); the
+    checkpoint payload, being immutable, is not touched."""
+    checkpoint = store.get_payload(payload_name(model), revision)
+    data = pack_report(report_dir)
+    report = store.add_payload(report_name(checkpoint.name), data, user=user, filename="report.zip",
+                               metadata=report_metadata(checkpoint, {"model": model}))
+    log.info("validation report %s r%d attached to %s r%d", report.name, report.revision,
+             checkpoint.name, checkpoint.revision)
+    return report
 
 
 def publish_tag(store: Store, tag: str, *, target: GlobalTagState = GlobalTagState.PUBLISHED,

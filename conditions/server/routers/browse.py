@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
+from ...exceptions import InvalidValueError
 from ...store.base import Store
 from ...tags import GlobalTagState
 from .. import browse
@@ -30,30 +31,49 @@ def get_browse_cache(request: Request) -> browse.BrowseCache:
 
 
 # Query parameters shared with the HTML pages (routers/ui.py), so both accept the same URLs.
-def tags_filter(state: GlobalTagState | None = Query(None, description="only tags in this state"),
+# HTML forms send empty fields as empty strings: those mean "not given", for numbers too.
+DIGITS = r"^[0-9]{0,10}$"
+
+
+def optional_int(value: str | None, name: str) -> int | None:
+    """An optional non-negative 32-bit query number ('' is None)."""
+    if value is None or value == "":
+        return None
+    number = int(value)
+    if number > INT32_MAX:
+        raise InvalidValueError(f"{name} must be at most {INT32_MAX}, got {number}")
+    return number
+
+
+def tags_filter(state: str | None = Query(None, max_length=20, pattern=r"^[A-Za-z]*$",
+                                          description="only tags in this state"),
                 q: str | None = Query(None, max_length=200, pattern=PRINTABLE,
                                       description="name filter: a substring, or a glob with * ? []")):
-    return {"state": state, "q": q}
+    if state and state.upper() not in GlobalTagState.__members__:
+        raise InvalidValueError(f"unknown global tag state {state!r}; states are "
+                                + ", ".join(s.value for s in GlobalTagState))
+    return {"state": GlobalTagState.parse(state) if state else None, "q": q or None}
 
 
-def tag_view_params(exp: int | None = Query(None, ge=0, le=INT32_MAX, description="experiment of the timeline"),
-                    run: int | None = Query(None, ge=0, le=INT32_MAX, description="show the winners at (exp, run)"),
+def tag_view_params(exp: str | None = Query(None, pattern=DIGITS, description="experiment of the timeline"),
+                    run: str | None = Query(None, pattern=DIGITS, description="show the winners at (exp, run)"),
                     page: int = Query(1, ge=1, le=10**9, description="page of the IoV table"),
                     per_page: int = Query(browse.DEFAULT_PAGE_SIZE, ge=1, le=browse.MAX_PAGE_SIZE),
                     payload: str | None = Query(None, max_length=200, pattern=PRINTABLE,
                                                 description="IoV table: only this payload name"),
-                    run_from: int | None = Query(None, ge=0, le=INT32_MAX, alias="from",
+                    run_from: str | None = Query(None, pattern=DIGITS, alias="from",
                                                  description="timeline: first run shown"),
-                    run_to: int | None = Query(None, ge=0, le=INT32_MAX, alias="to",
+                    run_to: str | None = Query(None, pattern=DIGITS, alias="to",
                                                description="timeline: last run shown")):
-    return {"exp": exp, "run": run, "page": page, "per_page": per_page, "payload": payload,
-            "run_from": run_from, "run_to": run_to}
+    return {"exp": optional_int(exp, "exp"), "run": optional_int(run, "run"), "page": page, "per_page": per_page,
+            "payload": payload or None, "run_from": optional_int(run_from, "from"),
+            "run_to": optional_int(run_to, "to")}
 
 
 def diff_params(tag_a: str = Query(..., max_length=200, pattern=PRINTABLE),
                 tag_b: str = Query(..., max_length=200, pattern=PRINTABLE),
-                exp: int | None = Query(None, ge=0, le=INT32_MAX), run: int | None = Query(None, ge=0, le=INT32_MAX)):
-    return {"tag_a": tag_a, "tag_b": tag_b, "exp": exp, "run": run}
+                exp: str | None = Query(None, pattern=DIGITS), run: str | None = Query(None, pattern=DIGITS)):
+    return {"tag_a": tag_a, "tag_b": tag_b, "exp": optional_int(exp, "exp"), "run": optional_int(run, "run")}
 
 
 @router.get("/tags", responses=READ_ERRORS)

@@ -34,7 +34,7 @@ from ..deps import get_store
 from ..errors import status_for
 from ..schemas import INT32_MAX
 from ._common import PRINTABLE
-from .browse import diff_params, get_browse_cache, tag_view_params, tags_filter
+from .browse import DIGITS, diff_params, get_browse_cache, optional_int, tag_view_params, tags_filter
 
 PREFIX = "/ui"
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -179,7 +179,7 @@ def payload_page(request: Request, name: str, revision: int = PathParam(..., ge=
 @router.get("/diff", response_class=HTMLResponse)
 def diff_page(request: Request, tag_a: str | None = Query(None, max_length=200, pattern=PRINTABLE),
               tag_b: str | None = Query(None, max_length=200, pattern=PRINTABLE),
-              exp: int | None = Query(None, ge=0, le=INT32_MAX), run: int | None = Query(None, ge=0, le=INT32_MAX),
+              exp: str | None = Query(None, pattern=DIGITS), run: str | None = Query(None, pattern=DIGITS),
               store: Store = Depends(get_store), cache: browse.BrowseCache = Depends(get_browse_cache)):
     tags = [t.name for t in store.list_tags()]
     view = None
@@ -187,7 +187,8 @@ def diff_page(request: Request, tag_a: str | None = Query(None, max_length=200, 
         view = browse.diff_page(store, cache, **diff_params(tag_a=tag_a, tag_b=tag_b, exp=exp, run=run))
     twin = json_twin("/api/v1/browse/diff", request) if view else None
     return page("diff.html", json_url=twin, view=view, tags=tags,
-                form={"tag_a": tag_a or "", "tag_b": tag_b or "", "exp": exp, "run": run})
+                form={"tag_a": tag_a or "", "tag_b": tag_b or "", "exp": optional_int(exp, "exp"),
+                      "run": optional_int(run, "run")})
 
 
 @router.get("/audit", response_class=HTMLResponse)

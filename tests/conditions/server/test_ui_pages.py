@@ -236,3 +236,28 @@ def test_audit_filters_by_tag_and_user(site):
     assert both and all(e["who"] == "alice" and e["tag"] == "calib_main" for e in both)
     page = site.get("/ui/audit", params={"user": "bob"}).text
     assert f"{len(by_bob)} entries, newest first" in page
+
+
+def test_empty_form_fields_mean_not_given(site):
+    assert site.get("/ui/tags", params={"state": "", "q": ""}).status_code == 200
+    page = site.get("/ui/tags/calib_main", params={"exp": "0", "from": "", "to": "", "run": "", "payload": ""})
+    assert page.status_code == 200
+    assert site.get("/ui/diff", params={"tag_a": "calib_main", "tag_b": "calib_next", "exp": "", "run": ""}).status_code == 200
+    assert site.get("/ui/tags", params={"state": "BOGUS"}).status_code == 422
+    assert site.get("/api/v1/browse/tags/calib_main", params={"run": "99999999999"}).status_code == 422
+    assert site.get("/api/v1/browse/tags/calib_main", params={"run": "-1"}).status_code == 422
+
+
+def test_client_audit_by_user_over_http(site):
+    from conditions.client import ConditionsClient
+
+    from .conftest import start_server
+
+    server = start_server(f"sqlite:///{site.workdir / 'c.db'}", site.workdir / "payloads", site.workdir / "server.log")
+    try:
+        client = ConditionsClient(server.url, timeout=(2, 10))
+        entries = client.audit(who="bob", limit=1000)
+        assert entries and {e.who for e in entries} == {"bob"}
+        assert [e.entry_id for e in entries] == [e.entry_id for e in site.store.audit(who="bob", limit=1000)]
+    finally:
+        server.stop()

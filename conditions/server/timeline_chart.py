@@ -5,12 +5,18 @@ numbers and strings for the template. Runs map linearly onto the x axis of one e
 A segment narrower than a unit of the drawing merges with its thin neighbours into one
 mark (a 10,000-IoV tag still draws a few hundred rectangles per payload name); clicking
 the chart asks the server for the exact answer at that run, so nothing is lost by merging.
+
+The marks of a row are written here as one SVG fragment rather than by a template loop
+(thousands of marks render ten times faster so); every text in it goes through
+``markupsafe.escape``, and everything else is a number or a colour from PALETTE.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from markupsafe import Markup, escape
 
 WIDTH = 1000
 LABEL_WIDTH = 230
@@ -104,7 +110,7 @@ def chart(timeline: dict[str, Any], cursor_run: int | None = None) -> dict[str, 
             del mark["revisions"]
         name = row["name"]
         rows.append({"name": name, "short": name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…",
-                     "y": y, "marks": marks})
+                     "y": y, "marks": marks, "svg": _marks_svg(marks, y)})
     height = TOP + max(1, len(rows)) * ROW_HEIGHT + AXIS_HEIGHT
     axis_y = TOP + max(1, len(rows)) * ROW_HEIGHT + 4
     step = nice_step(span)
@@ -116,3 +122,18 @@ def chart(timeline: dict[str, Any], cursor_run: int | None = None) -> dict[str, 
     return {"width": WIDTH, "height": height, "plot_left": LABEL_WIDTH, "plot_width": PLOT_WIDTH,
             "run_lo": lo, "run_hi": hi, "rows": rows, "ticks": ticks, "axis_y": axis_y, "top": TOP,
             "bar_height": BAR_HEIGHT, "cursor": cursor, "zoomed": zoomed}
+
+
+def _marks_svg(marks: list[dict[str, Any]], y: int) -> Markup:
+    """The SVG of one row's marks: a bar per mark with its tooltip, the underline where it
+    overrides other revisions, and its revision label where the bar is wide enough."""
+    parts = []
+    for m in marks:
+        parts.append(f'<rect x="{m["x"]}" y="{y}" width="{m["w"]}" height="{BAR_HEIGHT}" fill="{m["fill"]}" '
+                     f'class="bar" data-iov="{int(m["iov_id"] or 0)}"><title>{escape(m["title"])}</title></rect>')
+        if m["shadowed"]:
+            parts.append(f'<rect x="{m["x"]}" y="{y + BAR_HEIGHT + 1}" width="{m["w"]}" height="4" class="shadow"/>')
+        if m["label"]:
+            parts.append(f'<text x="{round(m["x"] + 4, 2)}" y="{y + 13}" fill="{m["ink"]}" class="bar-label">'
+                         f'{escape(m["label"])}</text>')
+    return Markup("".join(parts))

@@ -9,7 +9,6 @@ revision a job gets at every run and where an older revision is shadowed.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 

@@ -280,10 +280,7 @@ def demo_flag(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def reports_of(store: Store, cache: BrowseCache, payload: PayloadInfo) -> list[dict[str, Any]]:
     """The validation reports stored for ``payload`` (see conditions.payload_inspect), newest first."""
-    try:
-        candidates = store.list_payloads(report_name(payload.name))
-    except (UnknownPayloadError, ConditionsError):
-        return []
+    candidates = store.list_payloads(report_name(payload.name))
     found = []
     for candidate in sorted(candidates, key=lambda p: p.revision, reverse=True):
         if not validates(candidate, payload):

@@ -170,7 +170,7 @@ def test_checkpoint_page_shows_manifest_and_report(site):
     assert site.get(image_url.replace("occupancy", "nothing")).status_code == 404
     assert site.get(image_url.replace("occupancy.png", "x.svg")).status_code == 422
     # a report of another revision is not this payload's
-    assert site.get(f"/api/v1/browse/payloads/BeamSpot/1/reports/1/occupancy.png").status_code == 404
+    assert site.get("/api/v1/browse/payloads/BeamSpot/1/reports/1/occupancy.png").status_code == 404
 
 
 def test_manifest_from_payload_metadata_wins(site):
@@ -261,3 +261,14 @@ def test_client_audit_by_user_over_http(site):
         assert [e.entry_id for e in entries] == [e.entry_id for e in site.store.audit(who="bob", limit=1000)]
     finally:
         server.stop()
+
+
+def test_names_with_every_allowed_character_link_right(site):
+    site.store.create_tag("gt:2026+v1-a_b")
+    payload = site.store.add_payload("Odd-name+1", b"odd")
+    site.store.add_iov("gt:2026+v1-a_b", "Odd-name+1", payload.revision, IoV(0, 0, -1, -1))
+    listing = site.get("/ui/tags").text
+    assert 'href="/ui/tags/gt%3A2026%2Bv1-a_b"' in listing
+    page = site.get("/ui/tags/gt%3A2026%2Bv1-a_b")
+    assert page.status_code == 200 and 'href="/ui/payloads/Odd-name%2B1/1"' in page.text
+    assert site.get("/ui/payloads/Odd-name%2B1/1").status_code == 200

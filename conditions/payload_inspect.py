@@ -42,6 +42,7 @@ TENSOR_LIST_LIMIT = 50
 REPORT_KIND = "validation-report"
 REPORT_SUFFIX = "_validation"
 REPORT_DOCUMENT = "report.json"
+REPORT_TARGET = "validates.json"
 _REPORT_IMAGE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,120}\.png$")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHUNK = 1 << 20
@@ -213,9 +214,12 @@ def validates(report_payload: PayloadInfo, payload: PayloadInfo) -> bool:
     return not (target.get("sha256") and payload.sha256 and target["sha256"] != payload.sha256)
 
 
-def pack_report(directory: str | Path) -> bytes:
+def pack_report(directory: str | Path, target: PayloadInfo | None = None) -> bytes:
     """A report archive from a directory holding ``report.json`` and PNG plots (other files
-    are left out). Deterministic: the same files give the same bytes, hence one payload."""
+    are left out). With ``target``, the archive also records which payload it validates
+    (``validates.json``), so the same report attached to two revisions makes two payloads
+    rather than one (a store keeps identical bytes under one name once). Deterministic: the
+    same files and target give the same bytes."""
     directory = Path(directory)
     document = directory / REPORT_DOCUMENT
     if not document.is_file():
@@ -228,12 +232,15 @@ def pack_report(directory: str | Path) -> bytes:
         raise InvalidValueError(f"{document} is not a JSON object")
     members = [document] + sorted(p for p in directory.iterdir()
                                   if p.is_file() and _REPORT_IMAGE.match(p.name))
+    contents = [(path.name, path.read_bytes()) for path in members]
+    if target is not None:
+        contents.append((REPORT_TARGET, json.dumps(report_metadata(target)["validates"], sort_keys=True).encode()))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in members:
-            info = zipfile.ZipInfo(path.name, date_time=(1980, 1, 1, 0, 0, 0))
+        for name, content in contents:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, path.read_bytes())
+            archive.writestr(info, content)
     data = buffer.getvalue()
     if len(data) > MAX_REPORT_BYTES:
         raise InvalidValueError(f"report archive of {len(data)} bytes is over the {MAX_REPORT_BYTES}-byte limit")

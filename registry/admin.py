@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from conditions.exceptions import FrozenTagError
+from conditions.exceptions import FrozenTagError, InvalidValueError
 from conditions.iov import IntervalOfValidity
 from conditions.payload import IoVRecord, PayloadInfo
-from conditions.payload_inspect import pack_report, report_metadata, report_name
+from conditions.payload_inspect import pack_report, report_metadata, report_name, validates
 from conditions.store.base import Store
 from conditions.tags import GlobalTagState
 
@@ -152,9 +152,12 @@ def attach_validation_report(store: Store, report_dir: str | Path, *, model: str
     The report is a payload of its own (see :mod:`conditions.payload_inspect`); the
     checkpoint payload, being immutable, is not touched."""
     checkpoint = store.get_payload(payload_name(model), revision)
-    data = pack_report(report_dir)
+    data = pack_report(report_dir, checkpoint)
     report = store.add_payload(report_name(checkpoint.name), data, user=user, filename="report.zip",
                                metadata=report_metadata(checkpoint, {"model": model}))
+    if not validates(report, checkpoint):  # the same bytes were stored before with other metadata
+        raise InvalidValueError(f"{report.name} r{report.revision} holds these bytes already but does not "
+                                f"describe itself as the report of {checkpoint.name} r{checkpoint.revision}")
     log.info("validation report %s r%d attached to %s r%d", report.name, report.revision,
              checkpoint.name, checkpoint.revision)
     return report

@@ -61,7 +61,7 @@ def build(store, workdir: Path) -> dict:
     (report_dir / "report.json").write_text(json.dumps(
         {"n_generated": 4, "n_reference": 4, "scalars": {"charge_w1": 21.87, "frechet_distance": 1.5e6, HOSTILE: 1.0}}))
     shutil.copy(PLOT, report_dir / "occupancy.png")
-    report = store.add_payload(report_name(CHECKPOINT), pack_report(report_dir), user="carol",
+    report = store.add_payload(report_name(CHECKPOINT), pack_report(report_dir, checkpoint), user="carol",
                                filename="report.zip", metadata=report_metadata(checkpoint))
     store.set_tag_state("calib_main", "TESTING", user="alice")
 

@@ -64,7 +64,7 @@ class _TagIoVs:
     records: list[IoVRecord]
     names: list[str]
     experiments: list[int]
-    timelines: dict[int, list[tl.TimelineRow]] = field(default_factory=dict)
+    timelines: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 class BrowseCache:
@@ -88,11 +88,20 @@ class BrowseCache:
             self._tags.put(tag, entry)
         return entry
 
-    def timeline(self, entry: _TagIoVs, exp: int) -> list[tl.TimelineRow]:
-        rows = entry.timelines.get(exp)
-        if rows is None:
-            rows = entry.timelines[exp] = tl.timeline(entry.records, exp)
-        return rows
+    def timeline(self, entry: _TagIoVs, exp: int) -> dict[str, Any]:
+        """The timeline of experiment ``exp`` as JSON-ready rows, with its run span."""
+        found = entry.timelines.get(exp)
+        if found is None:
+            rows = tl.timeline(entry.records, exp)
+            lo, hi, open_ended = tl.run_span(rows)
+            found = entry.timelines[exp] = {
+                "first_run": lo, "last_run": hi, "open_ended": open_ended,
+                "rows": [{"name": row.name, "segments": [
+                    {"first_run": s.first_run, "last_run": s.last_run, "revision": s.winner.payload.revision,
+                     "iov_id": s.winner.iov_id, "shadowed": [_iov_brief(r) for r in s.shadowed]}
+                    for s in row.segments]} for row in rows],
+            }
+        return found
 
     def inspection(self, payload: PayloadInfo) -> Inspection:
         return self._by_hash(self._inspections, payload, inspect_file)
@@ -191,16 +200,7 @@ def tag_page(store: Store, cache: BrowseCache, name: str, *, exp: int | None = N
         exp = entry.experiments[0] if entry.experiments else 0
     if run_from is not None and run_to is not None and run_from > run_to:
         raise InvalidValueError(f"the run range {run_from}-{run_to} is empty: the first run is after the last")
-    rows = cache.timeline(entry, exp)
-    lo, hi, open_ended = tl.run_span(rows)
-    timeline = {
-        "exp": exp, "first_run": lo, "last_run": hi, "open_ended": open_ended,
-        "run_from": run_from, "run_to": run_to,
-        "rows": [{"name": row.name, "segments": [
-            {"first_run": s.first_run, "last_run": s.last_run, "revision": s.winner.payload.revision,
-             "iov_id": s.winner.iov_id, "shadowed": [_iov_brief(r) for r in s.shadowed]}
-            for s in row.segments]} for row in rows],
-    }
+    timeline = {"exp": exp, **cache.timeline(entry, exp), "run_from": run_from, "run_to": run_to}
     at = None
     if run is not None:
         at = {"exp": exp, "run": run, "answers": [_answer_json(a) for a in tl.at_point(entry.records, exp, run)]}

@@ -29,7 +29,8 @@ from .context import CliContext, pass_cli
 def serve(cli: CliContext, db, payloads, host, port, workers, max_upload_bytes, public_url, max_age,
           log_level, access_log):
     """Serve the store over HTTP: the native API under /api/v1 (OpenAPI at
-    /api/v1/openapi.json, docs at /api/v1/docs) and basf2's read endpoints under /v2.
+    /api/v1/openapi.json, docs at /api/v1/docs), basf2's read endpoints under /v2, and
+    read-only web pages under /ui/ (global tags, IoV timelines, payloads, diffs, history).
 
     Reads are anonymous; writes need a token from `conditionsdb token create`."""
     from ..server.run import serve as run_server

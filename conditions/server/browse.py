@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -263,6 +264,9 @@ def payload_page(store: Store, cache: BrowseCache, name: str, revision: int) -> 
     }
 
 
+_DEMO_WORDS = re.compile(r"\b(demo|untrained|placeholder)\b|not a physics model", re.IGNORECASE)
+
+
 def demo_flag(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     """Whether a checkpoint is a demo (not for physics): the manifest's ``demo`` field when
     it has one, else inferred from an untrained (0 steps) model or a description saying so."""
@@ -272,8 +276,8 @@ def demo_flag(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
         return {"value": manifest["demo"], "why": "the manifest's demo field"}
     if manifest.get("training_steps") == 0:
         return {"value": True, "why": "inferred: trained for 0 steps"}
-    description = str(manifest.get("description") or "").lower()
-    if "not a physics model" in description or "demo" in description:
+    description = str(manifest.get("description") or "")
+    if _DEMO_WORDS.search(description):
         return {"value": True, "why": "inferred from the manifest's description"}
     return {"value": None, "why": "the manifest records no demo flag"}
 

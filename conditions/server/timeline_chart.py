@@ -60,6 +60,7 @@ def chart(timeline: dict[str, Any], cursor_run: int | None = None) -> dict[str, 
     zoomed = timeline["run_from"] is not None or timeline["run_to"] is not None
     if cursor_run is not None and not zoomed:
         lo, hi = min(lo, cursor_run), max(hi, cursor_run)
+    hi = max(hi, lo)  # a window starting after the last run still shows one run
     if timeline["open_ended"] and timeline["run_to"] is None:
         hi += max(1, (hi - lo + 1) // 10)  # room to show where open-ended IoVs go on
     span = hi - lo + 1

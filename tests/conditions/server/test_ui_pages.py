@@ -272,3 +272,19 @@ def test_names_with_every_allowed_character_link_right(site):
     page = site.get("/ui/tags/gt%3A2026%2Bv1-a_b")
     assert page.status_code == 200 and 'href="/ui/payloads/Odd-name%2B1/1"' in page.text
     assert site.get("/ui/payloads/Odd-name%2B1/1").status_code == 200
+
+
+def test_timeline_windows_outside_the_runs(site):
+    for params in ({"exp": 0, "from": 5000}, {"exp": 0, "to": 0}, {"exp": 0, "from": 100, "to": 100},
+                   {"exp": 7, "run": 3}, {"exp": 2**31 - 1, "run": 2**31 - 1}):
+        page = site.get("/ui/tags/calib_main", params=params)
+        assert page.status_code == 200, (params, page.text[-300:])
+
+
+def test_demo_flag():
+    from conditions.server.browse import demo_flag
+
+    assert demo_flag(None) is None
+    assert demo_flag({"demo": False, "training_steps": 0})["value"] is False
+    assert demo_flag({"training_steps": 10, "description": "UNTRAINED placeholder"})["value"] is True
+    assert demo_flag({"training_steps": 10, "description": "demonstrates good agreement"})["value"] is None

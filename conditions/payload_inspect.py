@@ -30,9 +30,11 @@ from typing import Any, Mapping
 from .exceptions import ChecksumMismatchError, InvalidValueError
 from .payload import PayloadInfo
 
-#: Largest safetensors header read (the format itself allows 100 MB; manifests are small).
-MAX_HEADER_BYTES = 16 * 1024**2
-#: Largest report archive read into memory, its largest member and most members.
+#: Largest safetensors header read (the format itself allows 100 MB; a model with ten
+#: thousand tensors and its manifest needs about 1 MB).
+MAX_HEADER_BYTES = 8 * 1024**2
+#: Largest report archive read into memory (packed, and unpacked in all), its largest
+#: member and most members.
 MAX_REPORT_BYTES = 64 * 1024**2
 MAX_REPORT_MEMBER_BYTES = 32 * 1024**2
 MAX_REPORT_MEMBERS = 200
@@ -89,8 +91,14 @@ def _check(payload: PayloadInfo, md5: str, sha256: str, size: int, where: str) -
 
 
 def inspect_file(path: str | Path, payload: PayloadInfo) -> Inspection:
-    """Hash ``path`` against ``payload`` (ChecksumMismatchError when it differs) and say what
-    it holds, keeping only the safetensors header in memory."""
+    """Say what payload file ``path`` holds. A safetensors file is hashed against ``payload``
+    (ChecksumMismatchError when it differs) in the pass that reads its header, and only the
+    header is kept in memory; any other file is only named by its first bytes (nothing of
+    it is shown, so a large ROOT file is not hashed just to say it is not safetensors)."""
+    with open(path, "rb") as stream:
+        first = stream.read(9)
+    if len(first) < 9 or first[8:9] != b"{":
+        return inspect_bytes_head(first, Path(path).stat().st_size)
     md5, sha = hashlib.md5(), hashlib.sha256()
     size = 0
     head = bytearray()  # a prefix of the file: 9 bytes, then the whole header if it is one
@@ -269,6 +277,9 @@ def read_report(data: bytes) -> Report:
         members = archive.infolist()
         if len(members) > MAX_REPORT_MEMBERS:
             raise InvalidValueError(f"report archive has {len(members)} members, over {MAX_REPORT_MEMBERS}")
+        total = sum(member.file_size for member in members)
+        if total > MAX_REPORT_BYTES:
+            raise InvalidValueError(f"report archive unpacks to {total} bytes, over {MAX_REPORT_BYTES}")
         document = None
         images: dict[str, bytes] = {}
         for member in members:

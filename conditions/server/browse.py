@@ -72,11 +72,13 @@ class BrowseCache:
     """Per server worker: the IoVs of recently viewed tags (by change serial) and what
     recently viewed payloads hold (by SHA-256)."""
 
-    def __init__(self, store: Store, *, tags: int = 8, payloads: int = 64):
+    def __init__(self, store: Store, *, tags: int = 8, payloads: int = 16, reports: int = 4):
+        # Bounds on memory: a cached header is at most MAX_HEADER_BYTES (usually ~100 kB),
+        # a report at most MAX_REPORT_BYTES (usually ~300 kB).
         self.store = store
         self._tags = _Lru(tags)
         self._inspections = _Lru(payloads)
-        self._reports = _Lru(8)
+        self._reports = _Lru(reports)
 
     def tag_iovs(self, tag: str) -> _TagIoVs:
         version = self.store.tag_version(tag)

@@ -101,3 +101,23 @@ def test_report_archives(tmp_path):
             read_report(bad)
     with pytest.raises(InvalidValueError, match="holds no report.json"):
         pack_report(tmp_path / "nowhere")
+
+
+def test_report_archive_that_unpacks_too_big_is_refused():
+    from conditions.payload_inspect import MAX_REPORT_BYTES
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("report.json", b"{}")
+        for i in range(3):  # 3 x 30 MB of zeros: a few kB packed
+            archive.writestr(f"{i}.png", b"\0" * (30 * 1024**2))
+    assert len(buffer.getvalue()) < 1024**2
+    with pytest.raises(InvalidValueError, match=f"over {MAX_REPORT_BYTES}"):
+        read_report(buffer.getvalue())
+
+
+def test_other_files_are_not_hashed(tmp_path):
+    path = tmp_path / "f.root"
+    path.write_bytes(b"root\0" * 100)
+    wrong = PayloadInfo("P", 1, "0" * 32, "0" * 64, 1)  # would fail any hash check
+    assert inspect_file(path, wrong).format == "other"

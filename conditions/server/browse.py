@@ -31,9 +31,9 @@ from ..tags import PROCESSING_STATES, GlobalTagState
 from . import wire
 
 DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
 #: The store keeps no tag types; basf2's /v2/globalTag reports every tag as this one.
 TAG_TYPE = "DEV"
-MAX_PAGE_SIZE = 1000
 
 
 class _Lru:

@@ -42,7 +42,9 @@ class PayloadInfo:
     ``checksum`` is the MD5 hex digest (the Belle II convention, and all a basf2 snapshot
     knows); ``sha256`` is None only for payloads read from sources that do not record it.
     ``url`` is the payload's location relative to its source's base URL (basf2's
-    ``payloadUrl``), or None where the source keeps bytes by content.
+    ``payloadUrl``), or None where the source keeps bytes by content; ``base_url`` that
+    base URL (basf2's ``baseUrl``) where the source knows one from which the bytes can be
+    downloaded again (a server, or a snapshot that recorded where its payloads came from).
     """
 
     name: str
@@ -55,6 +57,7 @@ class PayloadInfo:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     payload_id: int | None = None
     url: str | None = None
+    base_url: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -75,9 +78,12 @@ class ResolvedPayload:
 
 @dataclass(frozen=True)
 class IoVRecord:
-    """One IoV row of a tag: which payload revision is valid where."""
+    """One IoV row of a tag: which payload revision is valid where (and, where the store
+    records it, when and by whom the row was made)."""
 
     iov_id: int | None
     tag: str
     payload: PayloadInfo
     iov: IntervalOfValidity
+    created: datetime | None = field(default=None, compare=False)
+    created_by: str | None = field(default=None, compare=False)

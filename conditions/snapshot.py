@@ -23,8 +23,14 @@ framework/scripts/conditions_db/cli_download.py -- ``b2conditionsdb download`` -
 * views ``full_payloads`` and ``iov_payloads`` (natural joins of the above);
 * payload files beside the metadata file in the hashed layout
   ``{md5[0:2]}/{name}_r{revision}.root`` (basf2 also accepts the flat layout
-  ``dbstore_{name}_rev_{revision}.root``). Our payloads keep their own extension:
-  ``{md5[0:2]}/{name}_r{revision}.{ext}``, the extension taken from ``payloadUrl``.
+  ``dbstore_{name}_rev_{revision}.root``). basf2's PayloadProvider looks for exactly these
+  two names, whatever the payload holds, so every payload is WRITTEN under the hashed
+  ``.root`` name (a safetensors checkpoint included); both layouts are READ, and so are
+  the ``{md5[0:2]}/{name}_r{revision}.{ext}`` names older pxdbg versions wrote.
+* ``payloadUrl``/``baseUrl`` say where the payload can be downloaded again:
+  ``joinWithSlash(baseUrl, payloadUrl)``. They are kept from the source (a server's
+  ``/files/`` URL, or what a basf2 snapshot recorded), so a missing or damaged payload
+  file is fetched again from there (MD5-verified) instead of failing the job.
 
 A snapshot has no SHA-256 and no sizes: its payloads are verified by MD5 only.
 """
@@ -34,6 +40,7 @@ from __future__ import annotations
 import bisect
 import fnmatch
 import heapq
+import logging
 import os
 import shutil
 import sqlite3
@@ -58,6 +65,8 @@ from .payload import IoVRecord, PayloadInfo, ResolvedPayload
 from .source import MetadataSource
 from .store.base import AuditEntry, GlobalTagInfo, Store, TagDiff, TokenInfo
 from .tags import GlobalTagState, check_usable, validate_payload_name, validate_tag_name
+
+log = logging.getLogger(__name__)
 
 #: The file name ``b2conditionsdb download`` gives the metadata file.
 METADATA_FILE = "metadata.sqlite"
@@ -158,10 +167,21 @@ def _extension(payload: PayloadInfo) -> str:
 
 
 def hashed_path(payload: PayloadInfo) -> str:
-    """``{md5[0:2]}/{name}_r{revision}.{ext}``: where a snapshot keeps ``payload``."""
+    """``{md5[0:2]}/{name}_r{revision}.root``: where a snapshot keeps ``payload``, the
+    name basf2's PayloadProvider looks for (whatever the payload's content)."""
     validate_payload_name(payload.name)
     md5 = normalized_md5(payload)
-    return f"{md5[:2]}/{payload.name}_r{int(payload.revision)}.{_extension(payload)}"
+    return f"{md5[:2]}/{payload.name}_r{int(payload.revision)}.root"
+
+
+def join_with_slash(base: str, rest: str) -> str:
+    """basf2's ``Downloader::joinWithSlash``: exactly one ``/`` between the two."""
+    return base.rstrip("/") + "/" + rest.lstrip("/")
+
+
+def _remote_base(payload: PayloadInfo) -> str | None:
+    base = payload.base_url or ""
+    return base if base.lower().startswith(("http://", "https://")) and payload.url else None
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -353,7 +373,7 @@ class SnapshotSource(Store):
         payload = PayloadInfo(
             name=name, revision=int(revision), checksum=str(checksum).lower(),
             payload_id=payload_id, url=url if url is not None else default_payload_url(name, revision),
-            metadata={"baseUrl": base_url} if base_url else {},
+            base_url=base_url or None,
         )
         return IoVRecord(iov_id=rowid, tag=tag, payload=payload, iov=IntervalOfValidity(fe, fr, le, lr))
 
@@ -397,8 +417,7 @@ class SnapshotSource(Store):
             "LEFT JOIN baseUrls b ON b.baseUrlId = p.baseUrlId " + where
             + " ORDER BY n.payloadName, p.revision", params).fetchall()
         return [PayloadInfo(name=n, revision=int(r), checksum=str(c).lower(), payload_id=pid,
-                            url=u if u is not None else default_payload_url(n, r),
-                            metadata={"baseUrl": b} if b else {})
+                            url=u if u is not None else default_payload_url(n, r), base_url=b or None)
                 for n, pid, r, c, u, b in rows]
 
     def get_payload(self, name: str, revision: int | None = None) -> PayloadInfo:
@@ -417,18 +436,22 @@ class SnapshotSource(Store):
         return self._payload_rows("WHERE n.payloadName = ?", (name,))
 
     def _candidates(self, payload: PayloadInfo) -> list[Path]:
+        """The file names a payload may have here: basf2's hashed and flat ``.root`` names
+        first, then the same with the payload's own extension (older pxdbg snapshots)."""
         validate_payload_name(payload.name)
         md5 = normalized_md5(payload)
         ext = _extension(payload)
-        names = [f"{md5[:2]}/{payload.name}_r{payload.revision}.{ext}",
-                 f"{md5[:2]}/{payload.name}_r{payload.revision}.root",
-                 f"dbstore_{payload.name}_rev_{payload.revision}.{ext}",
-                 f"dbstore_{payload.name}_rev_{payload.revision}.root"]
+        names = [f"{md5[:2]}/{payload.name}_r{payload.revision}.root",
+                 f"dbstore_{payload.name}_rev_{payload.revision}.root",
+                 f"{md5[:2]}/{payload.name}_r{payload.revision}.{ext}",
+                 f"dbstore_{payload.name}_rev_{payload.revision}.{ext}"]
         return [self.directory / n for n in dict.fromkeys(names)]
 
     def local_path(self, payload: PayloadInfo) -> Path | None:
         """The payload file in the hashed (then flat) layout, preferring one whose MD5
-        matches, as basf2's PayloadProvider does."""
+        matches, as basf2's PayloadProvider does. When no file matches and the payload
+        can be downloaded again from its ``baseUrl``, None: the caller then fetches it
+        (:meth:`fetch_payload` downloads it, verified, and says so)."""
         key = (payload.name, payload.revision, payload.checksum.lower())
         known = self._paths.get(key)
         if known is not None and check_file(known, payload) is None:
@@ -438,22 +461,59 @@ class SnapshotSource(Store):
             if check_file(path, payload) is None:
                 self._paths[key] = path
                 return path
+        if existing and _remote_base(payload) is not None:
+            return None  # damaged here, but it can be downloaded again
         return existing[0] if existing else None
 
+    def remote_url(self, payload: PayloadInfo) -> str | None:
+        """Where the payload can be downloaded again (``baseUrl`` + ``payloadUrl``), if anywhere."""
+        base = _remote_base(payload)
+        return join_with_slash(base, payload.url) if base is not None else None
+
     def fetch_payload(self, payload: PayloadInfo, destination: Path) -> None:
+        """The payload's bytes: the snapshot's file, else a download from ``baseUrl`` +
+        ``payloadUrl`` (with retries; the caller verifies the MD5)."""
         local = self.local_path(payload)
-        if local is None:
+        if local is not None:
+            shutil.copyfile(local, destination)
+            return
+        url = self.remote_url(payload)
+        existing = [p for p in self._candidates(payload) if p.is_file()]
+        if url is None:
+            if existing:  # damaged, and nowhere to get it again: the caller's check says so
+                shutil.copyfile(existing[0], destination)
+                return
             raise UnknownPayloadError(
                 f"payload file of {payload.name} r{payload.revision} is missing from {self.directory} "
-                f"(expected {self._candidates(payload)[0].relative_to(self.directory)})"
+                f"(expected {self._candidates(payload)[0].relative_to(self.directory)}) and the snapshot "
+                "records no base URL to download it from"
             )
-        shutil.copyfile(local, destination)
+        why = f"{existing[0]} does not match its MD5 {payload.checksum}" if existing else (
+            f"it is missing from {self.directory}")
+        log.warning("payload %s r%d: %s; downloading it again from %s", payload.name, payload.revision, why, url)
+        self._download(url, payload, destination)
+
+    @staticmethod
+    def _download(url: str, payload: PayloadInfo, destination: Path) -> None:
+        from .client.client import raise_for_error
+        from .client.transport import Transport
+
+        root, _, path = url.partition("://")
+        host, _, rest = path.partition("/")
+        transport = Transport(f"{root}://{host}", retries=2, timeout=(3.05, 60.0), total_timeout=600.0)
+        try:
+            transport.download("/" + rest, Path(destination), raise_for_error, size=payload.size,
+                               md5=payload.checksum, sha256=payload.sha256)
+        finally:
+            transport.close()
 
     def verify_payloads(self) -> CacheReport:
         """Check every payload the metadata file names: "ok", "missing" or "corrupt"."""
         report = CacheReport(self.directory)
         for payload in self.list_payloads():
             path = self.local_path(payload)
+            if path is None:  # none matches: report the damaged one if there is one
+                path = next((p for p in self._candidates(payload) if p.is_file()), None)
             if path is None:
                 report.entries.append(CacheEntryStatus(self._candidates(payload)[0], "missing",
                                                        f"{payload.name} r{payload.revision}"))
@@ -651,7 +711,7 @@ def _write_metadata(path: Path, exports: list[_TagExport], by_key: dict[tuple[st
     keys = list(by_key)
     payload_ids = dict(zip(keys, _unique_ids([by_key[k].payload_id for k in keys])))
     tag_ids = _unique_ids([e.tag_id for e in exports])
-    base_urls = sorted({by_key[k].metadata.get("baseUrl") or base_url for k in keys} | {base_url})
+    base_urls = sorted({by_key[k].base_url or base_url for k in keys} | {base_url})
     base_ids = {url: i for i, url in enumerate(base_urls, start=1)}
 
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-metadata-", suffix=".sqlite", dir=path.parent)
@@ -673,7 +733,7 @@ def _write_metadata(path: Path, exports: list[_TagExport], by_key: dict[tuple[st
                 "INSERT INTO payloads (payloadId, payloadNameId, revision, checksum, payloadUrl, baseUrlId) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(payload_ids[key], name_ids[p.name], p.revision, p.checksum.lower(), p.url or hashed_path(p),
-                  base_ids[p.metadata.get("baseUrl") or base_url])
+                  base_ids[p.base_url or base_url])
                  for key, p in by_key.items()])
             for tag_id, export in zip(tag_ids, exports):
                 conn.execute("INSERT INTO globaltags (globalTagId, globalTagName, globalTagStatus) VALUES (?, ?, ?)",

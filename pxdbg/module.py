@@ -293,7 +293,7 @@ class PXDBackgroundGenerator:
     def _load(self, resolved: ResolvedCheckpoint) -> None:
         # The manifest check runs inside load_generator before any weight is used; a
         # wrong-model checkpoint therefore fails here, before the first event.
-        model, manifest = load_generator(self.model, resolved.path)
+        model, manifest = load_generator(self.model, resolved.path, manifest=resolved.manifest)
         model = model.to(self.device)
         if self._use_channels_last():
             model = model.to(memory_format=torch.channels_last)

@@ -24,7 +24,8 @@ from conditions.store.base import Store
 from conditions.tags import GlobalTagState
 
 from .campaigns import DEFAULT_GLOBALTAG, campaign_status, campaign_tag
-from .checkpoint import SAFETENSORS, read_checkpoint, read_manifest, sniff_format, write_checkpoint
+from .checkpoint import (METADATA_KIND, SAFETENSORS, read_checkpoint, read_manifest, sniff_format,
+                         write_basf2_checkpoint, write_checkpoint)
 from .exceptions import CheckpointFormatError, ManifestError, ManifestMismatchError
 from .manifest import Manifest, check_manifest, software_versions
 from .resolve import payload_name
@@ -98,23 +99,62 @@ def prepare_checkpoint(path: str | Path, workdir: str | Path, *, model: str,
     return out, manifest, True
 
 
-def payload_metadata(manifest: Manifest) -> dict[str, Any]:
-    """The searchable payload metadata recorded with a checkpoint (a copy of the manifest)."""
-    return {"kind": "pxdbg-checkpoint", "manifest": manifest.to_dict()}
+#: Checkpoint payload formats: pxdbg's safetensors with the manifest inside, or the plain
+#: torch state dict basf2's module loads, the manifest then only in the payload metadata.
+FORMATS = ("safetensors", "basf2")
+
+
+def payload_metadata(manifest: Manifest, checkpoint_format: str = "safetensors") -> dict[str, Any]:
+    """The searchable payload metadata recorded with a checkpoint (a copy of the manifest;
+    for the basf2 format the only copy pxdbg reads back)."""
+    return {"kind": METADATA_KIND, "format": checkpoint_format, "manifest": manifest.to_dict()}
+
+
+def prepare_basf2_checkpoint(path: str | Path, workdir: str | Path, *, model: str, architecture_version: int,
+                             to_basf2: Callable[[Path], Mapping[str, Any]], campaign: str | None = None,
+                             manifest_fields: Mapping[str, Any] | None = None) -> tuple[Path, Manifest, bool]:
+    """A checkpoint (safetensors, or a legacy torch file) rewritten as the plain state dict
+    basf2's module ``torch.load``s, plus the manifest to record in the payload metadata.
+
+    ``to_basf2(path)`` returns the state dict of the default architecture (the caller's
+    strict load test: basf2 builds no other). Returns (file to upload, manifest, whether
+    the manifest was made here because the file had none)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    added = manifest is None
+    if manifest is None:
+        fields = dict(manifest_fields or {})
+        fields.setdefault("software", software_versions())
+        manifest = Manifest(model=model, architecture_version=architecture_version, campaign=campaign, **fields)
+    else:
+        check_manifest(manifest, model, architecture_version)
+        if campaign and manifest.campaign and manifest.campaign != campaign:
+            raise ManifestMismatchError(f"{path} was made for campaign {manifest.campaign!r}, not {campaign!r}")
+    out = write_basf2_checkpoint(Path(workdir) / f"{payload_name(model)}.pt", to_basf2(path))
+    return out, manifest, added
 
 
 def upload_checkpoint(store: Store, path: str | Path, *, model: str, campaign: str | None = None,
                       globaltag: str | None = None, iov: IntervalOfValidity | None = None,
                       architecture_version: int | None = None,
                       manifest_fields: Mapping[str, Any] | None = None,
-                      user: str | None = None) -> UploadResult:
+                      user: str | None = None, checkpoint_format: str = "safetensors",
+                      to_basf2: Callable[[Path], Mapping[str, Any]] | None = None) -> UploadResult:
     """Upload a checkpoint as payload ``PXDBackgroundGenerator_<model>`` and give it ``iov``
     (default: always) in the campaign's tag (or ``globaltag``).
+
+    ``checkpoint_format="basf2"`` stores the plain torch state dict basf2's module loads
+    (``to_basf2`` gives it, see :func:`prepare_basf2_checkpoint`), the manifest in the
+    payload metadata only.
 
     Every check (campaign exists, tag accepts IoVs, manifest matches) runs before anything
     is written. On an SQL store payload and IoV are written in one transaction; elsewhere a
     refused IoV can leave an unreferenced payload revision, which is harmless.
     """
+    if checkpoint_format not in FORMATS:
+        raise ValueError(f"unknown checkpoint format {checkpoint_format!r}; use one of {', '.join(FORMATS)}")
+    if checkpoint_format == "basf2" and (to_basf2 is None or architecture_version is None):
+        raise ValueError("the basf2 format needs to_basf2 and the architecture version (the model code)")
     iov = iov if iov is not None else IntervalOfValidity.always()
     if campaign:
         campaign_status(store, campaign)  # UnknownCampaignError before any upload
@@ -126,22 +166,33 @@ def upload_checkpoint(store: Store, path: str | Path, *, model: str, campaign: s
             "(only OPEN tags do, and RUNNING ones after their last covered run)"
         )
     with tempfile.TemporaryDirectory(prefix="pxdbg-upload-") as workdir:
-        file, manifest, added = prepare_checkpoint(
-            path, workdir, model=model, architecture_version=architecture_version,
-            campaign=campaign, manifest_fields=manifest_fields,
-        )
+        if checkpoint_format == "basf2":
+            file, manifest, added = prepare_basf2_checkpoint(
+                path, workdir, model=model, architecture_version=architecture_version, to_basf2=to_basf2,
+                campaign=campaign, manifest_fields=manifest_fields)
+        else:
+            file, manifest, added = prepare_checkpoint(
+                path, workdir, model=model, architecture_version=architecture_version,
+                campaign=campaign, manifest_fields=manifest_fields,
+            )
         name = payload_name(model)
-        metadata = payload_metadata(manifest)
+        metadata = payload_metadata(manifest, checkpoint_format)
+        filename = f"{name}.pt" if checkpoint_format == "basf2" else f"{name}.safetensors"
         one_transaction = getattr(store, "upload", None)
         if callable(one_transaction):
-            record = one_transaction(tag, name, file, iov, metadata=metadata, user=user,
-                                     filename=f"{name}.safetensors")
+            record = one_transaction(tag, name, file, iov, metadata=metadata, user=user, filename=filename)
             payload = record.payload
         else:
-            payload = store.add_payload(name, file, metadata=metadata, user=user)
+            payload = store.add_payload(name, file, metadata=metadata, user=user, **_filename_option(store, filename))
             record = store.add_iov(tag, name, payload.revision, iov, user=user)
     log.info("uploaded %s r%d into %s with IoV %s", payload.name, payload.revision, tag, iov)
     return UploadResult(payload, record, tag, manifest, added)
+
+
+def _filename_option(store: Store, filename: str) -> dict[str, str]:
+    import inspect
+
+    return {"filename": filename} if "filename" in inspect.signature(store.add_payload).parameters else {}
 
 
 def attach_validation_report(store: Store, report_dir: str | Path, *, model: str, revision: int | None = None,
@@ -153,8 +204,9 @@ def attach_validation_report(store: Store, report_dir: str | Path, *, model: str
     checkpoint payload, being immutable, is not touched."""
     checkpoint = store.get_payload(payload_name(model), revision)
     data = pack_report(report_dir, checkpoint)
-    report = store.add_payload(report_name(checkpoint.name), data, user=user, filename="report.zip",
-                               metadata=report_metadata(checkpoint, {"model": model}))
+    report = store.add_payload(report_name(checkpoint.name), data, user=user,
+                               metadata=report_metadata(checkpoint, {"model": model}),
+                               **_filename_option(store, "report.zip"))
     if not validates(report, checkpoint):  # the same bytes were stored before with other metadata
         raise InvalidValueError(f"{report.name} r{report.revision} holds these bytes already but does not "
                                 f"describe itself as the report of {checkpoint.name} r{checkpoint.revision}")

@@ -5,19 +5,38 @@ the :class:`~registry.manifest.Manifest`. Legacy files, as basf2 distributes the
 torch-serialized state dicts; they are read only through ``torch.load(weights_only=True)``,
 which refuses any pickle that would import or call something other than tensors and plain
 containers. A refused file raises :class:`UnsafeCheckpointError`; nothing in it runs.
+
+A checkpoint payload's manifest comes, in this order, from the file's safetensors header,
+from the payload's metadata (where ``pxdbg checkpoint upload --format basf2`` puts it, the
+file itself being the plain state dict basf2's module ``torch.load``s), or, for basf2's own
+payloads which carry none, it is inferred from the payload name
+(``PXDBackgroundGenerator_<model>``) and the state dict: architecture version
+:data:`BASF2_ARCHITECTURE_VERSION`, no training provenance; that is logged.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Hashable, Mapping
+from typing import Any, Hashable, Mapping
 
-from .exceptions import CheckpointFormatError, UnsafeCheckpointError
+from .exceptions import CheckpointFormatError, ManifestError, UnsafeCheckpointError
 from .manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+#: Prefix of checkpoint payload names: ``PXDBackgroundGenerator_<model>``.
+PAYLOAD_PREFIX = "PXDBackgroundGenerator_"
+#: The architecture version of the weights basf2 publishes: pxdbg's version 1 of each
+#: model is basf2's architecture (its state dicts load into the default model strictly).
+BASF2_ARCHITECTURE_VERSION = 1
+#: ``kind`` of the payload metadata of a checkpoint uploaded by pxdbg.
+METADATA_KIND = "pxdbg-checkpoint"
 
 #: How a checkpoint file is laid out, as told by its first bytes.
 SAFETENSORS = "safetensors"
@@ -141,3 +160,77 @@ def _read_legacy(path: Path) -> dict[str, "torch.Tensor"]:
             f"{path}: not a plain state dict; entries that are not name -> tensor: {bad[:5]!r}"
         )
     return dict(obj)
+
+
+def write_basf2_checkpoint(path: str | Path, state_dict: Mapping[str, "torch.Tensor"]) -> Path:
+    """Write ``state_dict`` as basf2's module reads its payload: ``torch.save`` of the plain
+    state dict (name -> tensor), which ``torch.load(path, map_location="cpu")`` returns
+    unchanged, ``weights_only=True`` included. Serialized in memory first (torch's zip
+    format, readable by torch >= 1.6): the bytes then depend only on the tensors, so the
+    same weights give the same payload. Written atomically."""
+    import torch
+
+    tensors = {}
+    for key, value in state_dict.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise TypeError(f"a basf2 checkpoint holds name -> tensor only, got {key!r}: {type(value).__name__}")
+        tensors[key] = value.detach().to("cpu").contiguous().clone()
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(buffer.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def manifest_from_metadata(metadata: Mapping[str, Any] | None) -> Manifest | None:
+    """The manifest recorded in a checkpoint payload's metadata (None when there is none)."""
+    if not metadata or metadata.get("kind") != METADATA_KIND or "manifest" not in metadata:
+        return None
+    recorded = metadata["manifest"]
+    if not isinstance(recorded, Mapping):
+        raise ManifestError(f"payload metadata 'manifest' is not an object: {recorded!r}")
+    return Manifest.from_dict(recorded)
+
+
+def infer_legacy_manifest(path: str | Path, payload_name: str) -> Manifest:
+    """The manifest of a basf2 checkpoint payload that carries none: the model from the
+    payload name ``PXDBackgroundGenerator_<model>``, basf2's architecture, and what the
+    state dict holds; read with ``weights_only`` (nothing pickled runs)."""
+    if not payload_name.startswith(PAYLOAD_PREFIX) or len(payload_name) == len(PAYLOAD_PREFIX):
+        raise ManifestError(f"{path}: a legacy checkpoint without manifest, and its payload name {payload_name!r} "
+                            f"does not say the model ({PAYLOAD_PREFIX}<model>)")
+    model = payload_name[len(PAYLOAD_PREFIX):]
+    state_dict = _read_legacy(Path(path))
+    values = sum(t.numel() for t in state_dict.values())
+    manifest = Manifest(
+        model=model, architecture_version=BASF2_ARCHITECTURE_VERSION,
+        description=(f"inferred by pxdbg from basf2 payload {payload_name}: a torch state dict of "
+                     f"{len(state_dict)} tensors, {values} values; no training provenance recorded"),
+    )
+    log.info("%s: %s carries no manifest; inferred one (model %s, architecture version %d, %d tensors)",
+             path, payload_name, model, BASF2_ARCHITECTURE_VERSION, len(state_dict))
+    return manifest
+
+
+def payload_manifest(path: str | Path, payload: Any) -> Manifest | None:
+    """The manifest of checkpoint payload ``payload`` (a PayloadInfo) whose verified bytes
+    are at ``path``: the file's own, else the payload metadata's, else inferred for a torch
+    state dict (basf2's format). None for a safetensors file without any."""
+    manifest = read_manifest(path)
+    if manifest is not None:
+        return manifest
+    manifest = manifest_from_metadata(getattr(payload, "metadata", None))
+    if manifest is not None:
+        log.info("%s r%s: manifest read from the payload metadata (basf2-format checkpoint)",
+                 payload.name, payload.revision)
+        return manifest
+    if sniff_format(path) == SAFETENSORS:
+        return None
+    return infer_legacy_manifest(path, payload.name)

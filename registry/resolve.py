@@ -44,8 +44,9 @@ from conditions.payload import PayloadInfo, ResolvedPayload
 from conditions.source import MetadataSource
 
 from .campaigns import DEFAULT_GLOBALTAG, campaign_tag
-from .checkpoint import ResolvedCheckpoint, read_manifest
-from .exceptions import ManifestError, ManifestMismatchError, NoCheckpointSourceError
+from .checkpoint import PAYLOAD_PREFIX, ResolvedCheckpoint, payload_manifest
+from .exceptions import (CheckpointFormatError, ManifestError, ManifestMismatchError, NoCheckpointSourceError,
+                         UnsafeCheckpointError)
 from .manifest import Manifest, check_manifest
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,6 @@ SOURCES_ENV = "PXDBG_CONDITIONS"
 GLOBALTAGS_ENV = "PXDBG_GLOBALTAGS"
 #: Set to 1 to never fall back to the embedded store.
 NO_EMBEDDED_ENV = "PXDBG_NO_EMBEDDED"
-#: Prefix of checkpoint payload names: ``PXDBackgroundGenerator_<model>``.
-PAYLOAD_PREFIX = "PXDBackgroundGenerator_"
-
 SourceSpec = Union[str, os.PathLike, MetadataSource]
 
 
@@ -251,8 +249,8 @@ class CheckpointRegistry:
     def _check(found: RegistryCheckpoint, model: str, architecture_version: int | None) -> None:
         if found.manifest is None:
             raise ManifestError(
-                f"checkpoint {found.describe()} carries no manifest; legacy files must be imported "
-                "with `pxdbg checkpoint import-legacy` before upload"
+                f"checkpoint {found.describe()} carries no manifest: a safetensors file without one, and "
+                "its payload metadata records none; upload it with `pxdbg checkpoint upload`, which adds one"
             )
         if architecture_version is None:
             if found.manifest.model != model:
@@ -274,13 +272,16 @@ class CheckpointRegistry:
                 source = slot.open()
                 resolved, tag_index = self._resolve_in(source, tags, name, exp, run)
                 path = self.cache.get(resolved.payload, source)
-                manifest = read_manifest(path)
+                manifest = payload_manifest(path, resolved.payload)
             except _TagsUnknown as reason:
                 attempts.append((slot.description, str(reason)))
                 log.warning("conditions source %s skipped: %s", slot.description, reason)
                 continue
-            except (NoPayloadFoundError, UnusableTagError, ManifestError):
-                raise  # authoritative answers of a source that has the tag
+            except (NoPayloadFoundError, UnusableTagError, ManifestError, CheckpointFormatError,
+                    UnsafeCheckpointError):
+                # authoritative answers of a source that has the tag; a payload whose
+                # verified bytes are unreadable or unsafe is that source's answer too
+                raise
             except Exception as error:  # unreachable, corrupt, not a store, failed download
                 reason = f"{type(error).__name__}: {error}"
                 attempts.append((slot.description, reason))

@@ -125,14 +125,39 @@ def _hashed(name: str, file: Path) -> _Item:
 
 
 def _read_testing_payloads(file: Path) -> tuple[list[_Item], list[tuple[_Item, IntervalOfValidity]]]:
-    """One item per distinct (name, bytes), in file order; and the file's lines as
-    (item, iov), in file order."""
+    """One item per distinct (name, bytes), in file order; and the lines to upload as
+    (item, iov), in file order.
+
+    As basf2's ``b2conditionsdb upload`` does, of several lines with the same payload
+    name and interval only the LAST one is kept. Lines whose interval never matches
+    (empty or reversed: a basf2 job ignores them) are skipped with a warning; a line that
+    cannot be used (missing file, refused name or revision) stops the upload before
+    anything is written.
+    """
+    from ..exceptions import UnknownPayloadError
     from ..testing_payloads import parse_testing_payloads
 
     entries = parse_testing_payloads(file)
+    unusable = [e for e in entries if e.problem is not None and e.iov is not None]
+    if unusable:
+        lines = "\n".join(f"  {file}:{e.line}: {e.problem}" for e in unusable)
+        raise UnknownPayloadError(f"{len(unusable)} line(s) of {file} cannot be uploaded; nothing was uploaded:\n{lines}")
+    for entry in entries:
+        if entry.iov is None:
+            click.echo(f"warning: {file}:{entry.line}: skipped, its interval never matches", err=True)
+    last: dict[tuple[str, IntervalOfValidity], int] = {}
+    usable = [e for e in entries if e.iov is not None]
+    for index, entry in enumerate(usable):
+        key = (entry.name, entry.iov)
+        if key in last:
+            earlier = usable[last[key]]
+            click.echo(f"warning: {file}:{earlier.line}: replaced by line {entry.line} (same payload name and "
+                       f"interval {entry.iov}: the last line is kept, as basf2 does)", err=True)
+        last[key] = index
     items: dict[tuple[str, str], _Item] = {}
     lines = []
-    for entry in entries:
+    for index in sorted(last.values()):
+        entry = usable[index]
         item = _hashed(entry.name, entry.file)
         item = items.setdefault((item.name, item.sha256), item)
         lines.append((item, entry.iov))

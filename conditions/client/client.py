@@ -92,6 +92,13 @@ class ConditionsClient(Store):
     def __repr__(self) -> str:
         return f"ConditionsClient({self.description!r}, offline={self.offline})"
 
+    @property
+    def base_url(self) -> str:
+        """basf2's ``baseUrl`` for this server's payloads: ``joinWithSlash(base_url,
+        payload.url)`` downloads one (the server's ``/files/`` tree). A snapshot written
+        from this client records it, so its payloads can be fetched again."""
+        return self.transport.servers[0] + "/files/"
+
     # -- plumbing -------------------------------------------------------------------------
     def _get(self, path: str, params: Any = None) -> Any:
         return self.transport.call("GET", API + path, _json, params=params)

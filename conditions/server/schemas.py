@@ -199,3 +199,69 @@ class V2PayloadIov(BaseModel):
 class V2IovPayload(BaseModel):
     payload: V2Payload
     payloadIov: V2PayloadIov
+
+
+# -- basf2 v2 as basf2's Python client reads and writes it (framework/scripts/conditions_db) --
+
+class V2Tag(V2GlobalTag):
+    """A global tag as ``b2conditionsdb tag list/show`` reads it."""
+
+    payloadCount: int = Field(description="distinct payload revisions the tag's IoVs use")
+    dtmIns: str = Field(description="creation time, ISO 8601 with offset")
+    dtmMod: str = Field(description="last modification time, ISO 8601 with offset")
+    modifiedBy: str
+    isDefault: bool = False
+
+
+class V2TagType(BaseModel):
+    name: str
+    description: str = ""
+
+
+class V2PayloadInfo(V2Payload):
+    """A payload as ``b2conditionsdb iov --detail`` and ``upload`` read it."""
+
+    dtmIns: str
+    dtmMod: str
+    modifiedBy: str
+    isDefault: bool = False
+
+
+class V2Iov(V2PayloadIov):
+    dtmIns: str
+    dtmMod: str
+    modifiedBy: str
+
+
+class V2GlobalTagPayload(BaseModel):
+    """One payload of a tag with all its IoVs there (``/v2/globalTag/{name}/globalTagPayloads``)."""
+
+    payloadId: V2PayloadInfo
+    payloadIovs: list[V2Iov]
+
+
+class V2TagCreate(BaseModel):
+    """``ConditionsDB.create_globalTag`` / ``tag create``: ``modifiedBy`` is informational,
+    the token's name is recorded as the author."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
+    modifiedBy: str | None = Field(default=None, max_length=200)
+    isDefault: bool = False
+
+    _text = field_validator("name", "description", "modifiedBy")(_no_control_chars)
+
+
+class V2PayloadQuery(BaseModel):
+    """One entry of ``POST /v2/checkPayloads``."""
+
+    name: str = Field(min_length=1, max_length=200)
+    checksum: str = Field(min_length=1, max_length=64)
+
+
+class V2IovPayloadInfo(BaseModel):
+    """One item of ``/v2/iovPayloads``: what the C++ reader needs, plus the dates and
+    authors the Python client's ``iov --run --detail`` reads."""
+
+    payload: V2PayloadInfo
+    payloadIov: V2Iov

@@ -495,7 +495,8 @@ class SqlStore(Store):
                      window: IntervalOfValidity | None = None) -> list[IoVRecord]:
         i, p = IoVRow.__table__.c, PayloadRow.__table__.c
         query = (
-            select(i.id, i.first_exp, i.first_run, i.final_exp, i.final_run, *_payload_columns(p))
+            select(i.id, i.first_exp, i.first_run, i.final_exp, i.final_run, i.created.label("iov_created"),
+                   i.created_by.label("iov_created_by"), *_payload_columns(p))
             .join(PayloadRow.__table__, p.id == i.payload_id)
             .where(i.tag_id == tag_row.id)
             .order_by(i.payload_name, i.first_exp, i.first_run, p.revision, i.id)
@@ -518,6 +519,7 @@ class SqlStore(Store):
             records.append(IoVRecord(
                 iov_id=r.id, tag=tag_row.name, payload=_payload_info(r),
                 iov=IntervalOfValidity(r.first_exp, r.first_run, r.final_exp, r.final_run),
+                created=r.iov_created, created_by=r.iov_created_by,
             ))
         return records
 
@@ -780,6 +782,34 @@ class SqlStore(Store):
             if row is None:
                 raise UnknownPayloadError(f"no payload at {url!r} in {self.description}")
             return _payload_info_from_row(row)
+
+    def payload_by_id(self, payload_id: int) -> PayloadInfo:
+        """The payload with this database id (basf2's ``payloadId``); UnknownPayloadError."""
+        with self._session(write=False) as session:
+            row = session.get(PayloadRow, payload_id)
+            if row is None:
+                raise UnknownPayloadError(f"no payload with id {payload_id} in {self.description}")
+            return _payload_info_from_row(row)
+
+    def tag_by_id(self, tag_id: int) -> GlobalTagInfo:
+        """The global tag with this database id (basf2's ``globalTagId``); UnknownTagError."""
+        with self._session(write=False) as session:
+            row = session.get(GlobalTagRow, tag_id)
+            if row is None:
+                raise UnknownTagError(f"no global tag with id {tag_id} in {self.description}")
+            return _tag_info(row)
+
+    def payload_counts(self, tags: Sequence[str] | None = None) -> dict[str, int]:
+        """Per tag name (every tag, or those in ``tags``), how many distinct payload
+        revisions its IoVs use (basf2's ``payloadCount``), in one query; tags without IoVs
+        are absent."""
+        i, t = IoVRow.__table__.c, GlobalTagRow.__table__.c
+        query = (select(t.name, func.count(distinct(i.payload_id)))
+                 .join(IoVRow.__table__, i.tag_id == t.id).group_by(t.name))
+        if tags is not None:
+            query = query.where(t.name.in_(list(tags)))
+        with self._session(write=False) as session:
+            return {name: int(count) for name, count in session.execute(query)}
 
     def list_payloads(self, name: str | None = None) -> list[PayloadInfo]:
         with self._session(write=False) as session:

@@ -88,17 +88,26 @@ def checkpoint() -> None:
 @click.option("--training-dataset", help="Recorded in the manifest if the file has none.")
 @click.option("--training-steps", type=int, help="Recorded in the manifest if the file has none.")
 @click.option("--description", help="Recorded in the manifest if the file has none.")
+@click.option("--format", "checkpoint_format", type=click.Choice(["safetensors", "basf2"]), default="safetensors",
+              show_default=True,
+              help="safetensors: pxdbg's format, manifest inside. basf2: the plain torch state dict that "
+                   "basf2's own PXDBackgroundGenerator module torch.loads, for tags basf2 jobs read; the "
+                   "manifest goes into the payload metadata, where pxdbg reads it back.")
 @store_options
 @friendly_errors
 def upload(file: Path, model: str, campaign: str | None, globaltag: str | None, iov: str,
            training_dataset: str | None, training_steps: int | None, description: str | None,
-           db: str | None, payload_dir: str | None, token: str | None) -> None:
-    """Upload FILE (safetensors) and create its IoV in the campaign's tag.
+           checkpoint_format: str, db: str | None, payload_dir: str | None, token: str | None) -> None:
+    """Upload FILE and create its IoV in the campaign's tag.
 
+    FILE is a safetensors checkpoint (with --format basf2 also a legacy torch state dict).
     A file without a manifest gets one (model, architecture version, campaign and the
-    options above); the uploaded copy carries it, FILE itself is not changed.
+    options above); the uploaded copy carries it (or, for basf2, its payload metadata),
+    FILE itself is not changed. With --format basf2 the weights must fit the default
+    architecture, the only one basf2's module builds.
     """
     from pxdbg.models import get_model
+    from pxdbg.models.loading import basf2_state_dict
     from registry.admin import upload_checkpoint
 
     interval = parse_iov(iov)
@@ -108,11 +117,13 @@ def upload(file: Path, model: str, campaign: str | None, globaltag: str | None, 
     try:
         result = upload_checkpoint(store, file, model=model, campaign=campaign, globaltag=globaltag,
                                    iov=interval, architecture_version=get_model(model).ARCHITECTURE_VERSION,
-                                   manifest_fields=fields)
+                                   manifest_fields=fields, checkpoint_format=checkpoint_format,
+                                   to_basf2=functools.partial(basf2_state_dict, model))
     finally:
         store.close()
     note = " (manifest added)" if result.manifest_added else ""
-    click.echo(f"uploaded {result.payload.name} revision {result.payload.revision}{note} "
+    kind = " as a basf2 torch state dict (manifest in the payload metadata)" if checkpoint_format == "basf2" else ""
+    click.echo(f"uploaded {result.payload.name} revision {result.payload.revision}{kind}{note} "
                f"md5 {result.payload.checksum}; IoV {interval} in global tag {result.tag}")
 
 

@@ -75,29 +75,55 @@ def build_from_state_dict(model_name: str, state_dict: Mapping[str, torch.Tensor
     return model
 
 
-def load_generator(model_name: str, path: str | Path, *,
-                   manifest_expected: bool = False) -> tuple[torch.nn.Module, Manifest | None]:
+def load_generator(model_name: str, path: str | Path, *, manifest_expected: bool = False,
+                   manifest: Manifest | None = None) -> tuple[torch.nn.Module, Manifest | None]:
     """The model and manifest stored in checkpoint ``path`` (CPU, eval mode).
 
     The manifest, when present, is checked first: a checkpoint of another model or
-    architecture version is refused before any weight is used. ``manifest_expected``
-    refuses legacy files without one.
+    architecture version is refused before any weight is used. A file without one (a
+    torch state dict, as basf2's module reads it) uses ``manifest`` when given (the one
+    the registry read from the payload metadata or inferred for a basf2 payload), else
+    loads as basf2 weights; ``manifest_expected`` refuses it then.
     """
     module = get_model(model_name)
-    state_dict, manifest = read_checkpoint(path)
-    if manifest is not None:
-        check_manifest(manifest, model_name, module.ARCHITECTURE_VERSION)
-        config = manifest.model_config
-    else:
+    state_dict, own = read_checkpoint(path)
+    if own is None and manifest is not None:
+        log.info("%s: state dict without manifest; using the one recorded for its payload (%s)",
+                 path, manifest.description or f"model {manifest.model}")
+        state_dict = adapt_legacy_state_dict(state_dict)
+    elif own is None:
         if manifest_expected:
             raise CheckpointMismatchError(f"{path}: checkpoint carries no manifest")
         log.info("%s: legacy checkpoint without manifest, loading as basf2 %s weights", path, model_name)
         state_dict = adapt_legacy_state_dict(state_dict)
-        config = {}
+    manifest = own if own is not None else manifest
+    config = {}
+    if manifest is not None:
+        check_manifest(manifest, model_name, module.ARCHITECTURE_VERSION)
+        config = manifest.model_config
     try:
         return build_from_state_dict(model_name, state_dict, config), manifest
     except CheckpointMismatchError as exc:
         raise CheckpointMismatchError(f"{path}: {exc}") from None
+
+
+def basf2_state_dict(model_name: str, path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint ``path`` as basf2's module loads them: the state dict of
+    the DEFAULT ``Model()`` of ``model_name`` (basf2 builds no other), checked by loading
+    it strictly into one. A checkpoint of another shape (say a reduced ``width``) is
+    refused with CheckpointMismatchError."""
+    state_dict, manifest = read_checkpoint(path)
+    if manifest is not None:
+        check_manifest(manifest, model_name, get_model(model_name).ARCHITECTURE_VERSION)
+    state_dict = adapt_legacy_state_dict(state_dict)
+    try:
+        model = build_from_state_dict(model_name, state_dict, {})
+    except CheckpointMismatchError as exc:
+        config = manifest.model_config if manifest is not None else {}
+        raise CheckpointMismatchError(
+            f"{path}: basf2's module builds the default {model_name} architecture, which these weights "
+            f"do not fit (model_config {config!r}): {exc}") from None
+    return dict(model.state_dict())
 
 
 def save_generator(path: str | Path, model_name: str, model: torch.nn.Module, **manifest_fields: Any) -> Path:

@@ -239,3 +239,58 @@ def test_batch_upload_keeps_file_order_and_warns_where_basf2_would_differ(invoke
     invoke("--db", str(filled), "tag", "create", "overlap")
     result = invoke("--db", str(filled), "upload", "overlap", str(local / "overlap.txt"))
     assert "warning: R: where 0,8,0,8 overlaps 0,5,0,10" in result.output
+
+
+def test_batch_upload_keeps_the_last_of_duplicate_name_and_interval_lines(invoke, tmp_path, filled):
+    """Mirrors framework/scripts/conditions_db/cli_upload.py (and ConditionsDB.upload in
+    framework/scripts/conditions_db/__init__.py): ``sorted(set(reversed(entries)))`` with
+    entries equal by (name, interval), i.e. the LAST line of a duplicate wins."""
+    local = tmp_path / "localdb"
+    local.mkdir()
+    for revision, data in [(1, b"first"), (2, b"second"), (3, b"other run range")]:
+        (local / f"dbstore_D_rev_{revision}.root").write_bytes(data)
+    (local / "database.txt").write_text(
+        "dbstore/D 1 0,0,0,-1\ndbstore/D 3 1,0,1,-1\ndbstore/D 2 0,0,0,-1   # supersedes line 1\n"
+        "dbstore/D 9 5,0,4,0   # reversed: basf2 never uses it\n")
+    invoke("--db", str(filled), "tag", "create", "dups")
+    result = invoke("--db", str(filled), "upload", "dups", str(local / "database.txt"))
+    assert "database.txt:1: replaced by line 3" in result.output
+    assert "database.txt:4: skipped" in result.output
+    assert "uploaded 2 of 2 distinct payloads" in result.output and "added 2 IoVs" in result.output
+    with open_store(filled) as store:
+        got = {r.iov.as_tuple(): store.local_path(r.payload).read_bytes() for r in store.iovs("dups")}
+    assert got == {(0, 0, 0, -1): b"second", (1, 0, 1, -1): b"other run range"}
+
+
+def test_batch_upload_refuses_lines_whose_file_is_missing(invoke, tmp_path, filled):
+    local = tmp_path / "localdb"
+    local.mkdir()
+    (local / "dbstore_M_rev_1.root").write_bytes(b"here")
+    (local / "database.txt").write_text("dbstore/M 1 0,0,0,-1\ndbstore/M 2 1,0,1,-1\n")
+    result = invoke("--db", str(filled), "upload", "gt", str(local / "database.txt"), code=1)
+    assert "database.txt:2" in result.output and "dbstore_M_rev_2.root" in result.output
+    assert "nothing was uploaded" in result.output
+    with open_store(filled) as store:
+        assert not store.list_payloads("M")
+
+
+def test_download_o_takes_a_metadata_file_path_like_basf2(invoke, tmp_path, filled):
+    """``b2conditionsdb download -o conditions/metadata.sqlite`` (framework/scripts/
+    conditions_db/cli_download.py): the payload files go beside the metadata file."""
+    out = tmp_path / "snap" / "mytags.sqlite"
+    result = invoke("--db", str(filled), "download", "gt", "-o", str(out))
+    assert str(out) in result.output
+    assert out.is_file() and not (out.parent / "metadata.sqlite").exists()
+    from conditions.snapshot import SnapshotSource
+
+    with SnapshotSource(out) as snap:
+        found = snap.resolve("gt", "P", 0, 3, allow_open=True)
+        local = snap.local_path(found.payload)
+        assert local == out.parent / found.payload.checksum[:2] / "P_r1.root" and local.read_bytes() == b"p one"
+    # a directory still means DIR/metadata.sqlite; an existing non-snapshot file is not overwritten
+    invoke("--db", str(filled), "download", "gt", "-o", str(tmp_path / "dir"))
+    assert (tmp_path / "dir" / "metadata.sqlite").is_file()
+    result = invoke("--db", str(filled), "download", "gt", "-o", str(filled), code=2)
+    assert "refusing to overwrite" in result.output
+    with open_store(filled) as store:
+        assert store.get_tag("gt").name == "gt"

@@ -111,8 +111,9 @@ def test_export_then_resolve_equals_the_store(store, tmp_path):
                 continue
             path = cache.get(got.payload, snap)
             assert path.parent.parent == out  # served in place, from the hashed layout
+            # under the name basf2's PayloadProvider looks for, whatever the content
             assert path.relative_to(out).as_posix() == (
-                f"{got.payload.checksum[:2]}/PXDBackgroundGenerator_resnet_r{got.payload.revision}.safetensors")
+                f"{got.payload.checksum[:2]}/PXDBackgroundGenerator_resnet_r{got.payload.revision}.root")
             want = store.resolve(["online", "main"], "PXDBackgroundGenerator_resnet", exp, run).payload
             assert hashlib.sha256(path.read_bytes()).hexdigest() == want.sha256
         assert snap.get_tag("online").state.value == "RUNNING"
@@ -176,8 +177,11 @@ def test_exported_file_has_basf2_layout(sqlite_store, tmp_path):
         ("main", 4, 5, 4, 4, 4, 4, 5)).fetchall()
     assert {r[0] for r in rows} == {"BeamSpot", "PXDBackgroundGenerator_resnet"}
     for name, url, checksum, revision in rows:
-        assert (out / url).is_file() and url.startswith(checksum[:2] + "/")
-        assert hashlib.md5((out / url).read_bytes()).hexdigest() == checksum
+        # basf2's PayloadProvider: {md5[:2]}/{name}_r{revision}.root beside the metadata file,
+        # whatever payloadUrl (the location on the server) says
+        local = out / checksum[:2] / f"{name}_r{revision}.root"
+        assert local.is_file() and url == sqlite_store.get_payload(name, revision).url
+        assert hashlib.md5(local.read_bytes()).hexdigest() == checksum
     stored_url = sqlite_store.get_payload("BeamSpot", 1).url
     assert db.execute("SELECT payloadUrl FROM full_payloads WHERE payloadName='BeamSpot' AND revision=1"
                       ).fetchone()[0] == stored_url

@@ -117,7 +117,7 @@ def test_basf2_written_snapshot_resolves(tmp_path):
             assert got.payload.revision == revision, (exp, run)
             assert got.payload.payload_id == (4711 if revision == 3 else 4712)
             assert got.payload.url == f"dbstore/BeamParameters/dbstore_BeamParameters_rev_{revision}.root"
-            assert got.payload.metadata["baseUrl"] == BASE_URL
+            assert got.payload.base_url == BASE_URL
             assert got.source == snap.description and got.tag == tag
             assert cache.get(got.payload, snap).read_bytes() == f"beam parameters r{revision}".encode()
         # payload found in the flat layout too

@@ -1,4 +1,8 @@
-"""basf2's testing-payloads text file as an override layer."""
+"""basf2's testing-payloads text file as an override layer.
+
+The grammar tests mirror basf2's C++ reader: framework/database/src/TestingPayloadStorage.cc
+(read/get) and operator>> and contains() of framework/database/src/IntervalOfValidity.cc.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,17 @@ import pytest
 
 from conditions.cache import PayloadCache
 from conditions.exceptions import (
-    InvalidIoVError,
     InvalidNameError,
     NoPayloadFoundError,
     UnknownPayloadError,
     UnknownTagError,
 )
 from conditions.iov import IntervalOfValidity as IoV
-from conditions.testing_payloads import TestingPayloadsFormatError, TestingPayloadsSource
+from conditions.testing_payloads import (
+    TestingPayloadsFormatError,
+    TestingPayloadsSource,
+    TestingPayloadUnusableError,
+)
 
 
 def write_payload(directory: Path, name: str, revision: str, data: bytes, ext: str = "root") -> Path:
@@ -92,24 +99,118 @@ def test_file_changes_are_picked_up(overrides):
     assert src.resolve("t", "BeamSpot", 5, 5).payload.revision == 2
 
 
-@pytest.mark.parametrize("line, error, words", [
-    ("dbstore/BeamSpot 1", TestingPayloadsFormatError, "expected"),
-    ("BeamSpot 1 0,0,-1,-1", TestingPayloadsFormatError, "dbstore/<name>"),
-    ("dbstore/BeamSpot 1 0,0,-1", InvalidIoVError, "four integers"),
-    ("dbstore/BeamSpot 1 5,0,4,0", InvalidIoVError, "after its final"),
-    ("dbstore/BeamSpot 1 0,0,-1,5", InvalidIoVError, "final_run"),
-    ("dbstore/BeamSpot ../1 0,0,-1,-1", TestingPayloadsFormatError, "revision"),
-    ("dbstore/../../etc/passwd 1 0,0,-1,-1", InvalidNameError, "invalid payload name"),
-    ("dbstore/Missing 1 0,0,-1,-1", UnknownPayloadError, "dbstore_Missing_rev_1"),
+# -- basf2's grammar (framework/database/src/TestingPayloadStorage.cc, and operator>> of
+#    framework/database/src/IntervalOfValidity.cc), line by line --------------------------
+
+def _source(tmp_path, lines: str, files: dict[str, bytes]) -> TestingPayloadsSource:
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    text = tmp_path / "database.txt"
+    text.write_text(lines)
+    return TestingPayloadsSource(text)
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def test_trailing_text_after_the_interval_is_ignored_with_a_warning(tmp_path, caplog):
+    src = _source(tmp_path, "dbstore/X 1 0,0,-1,-1 extra words\n", {"dbstore_X_rev_1.root": b"x"})
+    assert src.resolve("t", "X", 4, 4).payload.checksum == _md5(b"x")
+    (entry,) = src.entries
+    assert any("'extra words'" in w for w in entry.warnings)
+    assert "database.txt:1" in caplog.text and "ignored" in caplog.text
+
+
+@pytest.mark.parametrize("interval, inside, outside", [
+    ("-1,-1,2,-1", [(0, 0), (1, 7), (2, 99999)], [(3, 0)]),  # open lower bound: from the start
+    ("1,-1,2,3", [(1, 0), (1, 5), (2, 3)], [(0, 99), (2, 4)]),  # negative first run: from run 0
+    ("3,4,-1,7", [(3, 4), (999, 0)], [(3, 3)]),  # final exp -1: open-ended, final run ignored
+    ("3,4,3,-5", [(3, 4), (3, 10**6)], [(4, 0), (3, 3)]),  # negative final run: every run
 ])
-def test_malformed_lines_name_file_and_line(tmp_path, line, error, words):
+def test_basf2_interval_semantics(tmp_path, interval, inside, outside):
+    src = _source(tmp_path, f"dbstore/X 1 {interval}\n", {"dbstore_X_rev_1.root": b"x"})
+    for exp, run in inside:
+        assert src.resolve("t", "X", exp, run).payload.name == "X", (exp, run)
+    for exp, run in outside:
+        with pytest.raises(NoPayloadFoundError):
+            src.resolve("t", "X", exp, run)
+
+
+@pytest.mark.parametrize("interval", ["5,0,4,0", "2,5,2,3", "-1,-1,-1,-1", "-1,4,-3,9"])
+def test_reversed_and_empty_intervals_never_match_and_do_not_reject_the_file(tmp_path, interval):
+    src = _source(tmp_path, "dbstore/X 1 0,0,-1,-1\n" f"dbstore/X 2 {interval}\n",
+                  {"dbstore_X_rev_1.root": b"one", "dbstore_X_rev_2.root": b"two"})
+    for exp, run in [(0, 0), (2, 4), (4, 0), (5, 0), (7, 7)]:
+        assert src.resolve("t", "X", exp, run).payload.checksum == _md5(b"one")  # line 2 never wins
+    bad = [e for e in src.all_entries if e.line == 2][0]
+    assert bad.iov is None and any("never" in w for w in bad.warnings)
+    assert [e.line for e in src.entries] == [1]
+
+
+def test_revisions_are_words_like_basf2s_own_md5_prefixes(tmp_path):
+    src = _source(tmp_path, "dbstore/X 1.5 0,0,0,-1\ndbstore/X 3fa9c2 1,0,-1,-1\n",
+                  {"dbstore_X_rev_1.5.root": b"one and a half", "dbstore_X_rev_3fa9c2.root": b"hashed"})
+    assert src.resolve("t", "X", 0, 1).payload.checksum == _md5(b"one and a half")
+    got = src.resolve("t", "X", 1, 1).payload
+    assert got.checksum == _md5(b"hashed") and got.metadata["testing_revision"] == "3fa9c2"
+
+
+def test_numbers_are_read_like_stoi_with_a_warning(tmp_path):
+    src = _source(tmp_path, "dbstore/X 1 1.5,0,+2,-1x\n", {"dbstore_X_rev_1.root": b"x"})
+    (entry,) = src.entries
+    assert entry.raw_iov == (1, 0, 2, -1) and entry.iov == IoV(1, 0, 2, -1)
+    assert sum("is read as" in w for w in entry.warnings) == 2  # '1.5' and '-1x'; '+2' is plain
+
+
+def test_missing_files_fail_only_when_their_line_decides(tmp_path):
+    src = _source(tmp_path, "dbstore/X 1 0,0,-1,-1\ndbstore/X 2 5,0,5,-1\ndbstore/Y 1 0,0,-1,-1\n",
+                  {"dbstore_X_rev_1.root": b"one"})
+    assert src.resolve("t", "X", 4, 0).payload.checksum == _md5(b"one")  # never asks for rev 2
+    with pytest.raises(TestingPayloadUnusableError, match=r"database.txt:2 .*dbstore_X_rev_2.root") as error:
+        src.resolve("t", "X", 5, 3)  # line 2 decides: basf2 stops here too, no fallback to line 1
+    assert not isinstance(error.value, NoPayloadFoundError)  # a chain must not fall through
+    with pytest.raises(TestingPayloadUnusableError, match="dbstore_Y_rev_1.root"):
+        src.resolve("t", "Y", 0, 0)
+    missing = [e for e in src.all_entries if e.problem]
+    assert [e.line for e in missing] == [2, 3] and all("not found" in e.problem for e in missing)
+
+
+def test_spaces_in_the_interval_are_our_leniency_and_say_so(tmp_path):
+    src = _source(tmp_path, "dbstore/X 1 0, 0, -1, -1   # hand written\n", {"dbstore_X_rev_1.root": b"x"})
+    (entry,) = src.entries
+    assert entry.iov == IoV(0, 0, -1, -1)
+    assert any("basf2 itself cannot read" in w for w in entry.warnings)
+
+
+@pytest.mark.parametrize("line, words", [
+    ("dbstore/BeamSpot 1", "must be of the form"),  # no interval
+    ("dbstore/BeamSpot", "must be of the form"),
+    ("BeamSpot 1 0,0,-1,-1", "dbstore/<name>"),  # no '/'
+    ("dbstore/BeamSpot 1 0,0,-1", "four values"),
+    ("dbstore/BeamSpot 1 0,0,-1,-1,", "four values"),  # a fifth value
+    ("dbstore/BeamSpot 1 0,,-1,-1", "must be integers"),
+    ("dbstore/BeamSpot 1 x1,0,-1,-1", "must be integers"),
+    ("dbstore/BeamSpot 1 99999999999,0,-1,-1", "32 bits"),
+])
+def test_lines_basf2_cannot_read_reject_the_file_naming_file_and_line(tmp_path, line, words):
     write_payload(tmp_path, "BeamSpot", "1", b"x")
     text = tmp_path / "database.txt"
     text.write_text("# header\ndbstore/BeamSpot 1 0,0,-1,-1\n" + line + "\n")
-    with pytest.raises(error) as err:
+    with pytest.raises(TestingPayloadsFormatError) as err:
         TestingPayloadsSource(text)
     assert f"{text}:3" in str(err.value)
     assert words in str(err.value)
+
+
+@pytest.mark.parametrize("line", ["dbstore/BeamSpot ../1 0,0,-1,-1", "dbstore/BeamSpot .. 0,0,-1,-1"])
+def test_revisions_that_name_a_path_are_never_used(tmp_path, line):
+    write_payload(tmp_path, "BeamSpot", "1", b"x")
+    text = tmp_path / "database.txt"
+    text.write_text("dbstore/BeamSpot 1 0,0,-1,-1\n" + line + "\n")
+    src = TestingPayloadsSource(text)
+    with pytest.raises(TestingPayloadUnusableError, match="revision"):
+        src.resolve("t", "BeamSpot", 0, 0)
 
 
 def test_escaping_names_cannot_reach_files_outside(tmp_path):
@@ -120,8 +221,12 @@ def test_escaping_names_cannot_reach_files_outside(tmp_path):
     inner.mkdir()
     text = inner / "database.txt"
     text.write_text("dbstore/../secret/X 1 0,0,-1,-1\n")
+    src = TestingPayloadsSource(text)  # the file is read, the line is never used
+    (entry,) = src.all_entries
+    assert entry.file is None and "not allowed" in entry.problem
     with pytest.raises(InvalidNameError):
-        TestingPayloadsSource(text)
+        src.resolve("t", "../secret/X", 0, 0)
+    assert src.entries == [] and src.iovs("t") == []
     # and a forged PayloadInfo can't make local_path leave the directory either
     write_payload(inner, "X", "1", b"mine")
     text.write_text("dbstore/X 1 0,0,-1,-1\n")
@@ -147,7 +252,7 @@ def test_ambiguous_extensions_are_refused(tmp_path):
     write_payload(tmp_path, "X", "1", b"b", ext="pt")
     text = tmp_path / "database.txt"
     text.write_text("dbstore/X 1 0,0,-1,-1\n")
-    with pytest.raises(TestingPayloadsFormatError, match="ambiguous"):
-        TestingPayloadsSource(text)
+    with pytest.raises(TestingPayloadUnusableError, match="ambiguous"):
+        TestingPayloadsSource(text).resolve("t", "X", 0, 0)
     write_payload(tmp_path, "X", "1", b"c", ext="root")  # basf2's own extension decides
     assert TestingPayloadsSource(text).resolve("t", "X", 0, 0).payload.checksum == hashlib.md5(b"c").hexdigest()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from conditions.cache import PayloadCache
 from registry import resolve
@@ -104,3 +105,22 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """``cli(*args)`` -> result of ``pxdbg ARGS`` in-process; ``--db`` comes from PXDBG_DB
+    (``tmp_path/admin.db``), as an admin would set it."""
+    from pxdbg.cli import main
+
+    monkeypatch.setenv("PXDBG_DB", str(tmp_path / "admin.db"))
+    monkeypatch.delenv("CONDITIONSDB_URL", raising=False)
+    monkeypatch.delenv("CONDITIONSDB_TOKEN", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, status: int = 0):
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == status, result.output
+        return result
+
+    return invoke

@@ -7,30 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
-from click.testing import CliRunner
 
 from conditions.payload_inspect import read_report_file, validates
 from conditions.store import open_store
-from pxdbg.cli import main
 
 PLOT = Path(__file__).resolve().parents[2] / "docs" / "validation" / "resnet_default" / "occupancy.png"
 NAME = "PXDBackgroundGenerator_convnet"
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("PXDBG_DB", str(tmp_path / "admin.db"))
-    monkeypatch.delenv("CONDITIONSDB_URL", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, status: int = 0):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == status, result.output
-        return result.output
-
-    return invoke
 
 
 def test_attach_report_to_a_checkpoint_revision(cli, tmp_path):
@@ -47,13 +30,13 @@ def test_attach_report_to_a_checkpoint_revision(cli, tmp_path):
     shutil.copy(PLOT, report / "occupancy.png")
     (report / "notes.txt").write_text("not part of the report")
 
-    out = cli("checkpoint", "attach-report", str(report), "--model", "convnet")
+    out = cli("checkpoint", "attach-report", str(report), "--model", "convnet").output
     assert f"stored {NAME}_validation revision 1" in out and f"report of {NAME} revision 2" in out
-    out = cli("checkpoint", "attach-report", str(report), "--model", "convnet", "--revision", "1")
+    out = cli("checkpoint", "attach-report", str(report), "--model", "convnet", "--revision", "1").output
     assert f"stored {NAME}_validation revision 2" in out and f"report of {NAME} revision 1" in out
     # the same report again for the same checkpoint is the same payload
     assert f"{NAME}_validation revision 2" in cli("checkpoint", "attach-report", str(report), "--model",
-                                                  "convnet", "--revision", "1")
+                                                  "convnet", "--revision", "1").output
 
     with open_store(tmp_path / "admin.db") as store:
         reports = store.list_payloads(f"{NAME}_validation")
@@ -66,5 +49,7 @@ def test_attach_report_to_a_checkpoint_revision(cli, tmp_path):
             assert parsed.scalars() == {"charge_w1": 0.5}
 
     (report / "report.json").unlink()
-    assert "holds no report.json" in cli("checkpoint", "attach-report", str(report), "--model", "convnet", status=1)
-    assert "no payload" in cli("checkpoint", "attach-report", str(tmp_path), "--model", "resnet", status=1).lower()
+    assert "holds no report.json" in cli("checkpoint", "attach-report", str(report), "--model", "convnet",
+                                         status=1).output
+    assert "no payload" in cli("checkpoint", "attach-report", str(tmp_path), "--model", "resnet",
+                               status=1).output.lower()

@@ -22,22 +22,6 @@ from registry.manifest import Manifest
 torch.set_num_threads(1)
 
 
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
-    """``cli(*args)`` -> result; ``--db`` comes from PXDBG_DB, as an admin would set it."""
-    monkeypatch.setenv("PXDBG_DB", str(tmp_path / "admin.db"))
-    monkeypatch.delenv("CONDITIONSDB_URL", raising=False)
-    monkeypatch.delenv("CONDITIONSDB_TOKEN", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, status: int = 0):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == status, result.output
-        return result
-
-    return invoke
-
-
 def bare(tmp_path, name: str, value: float):
     """A safetensors file without manifest (as a training script outside pxdbg writes it)."""
     from safetensors.torch import save_file

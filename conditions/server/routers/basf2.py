@@ -11,39 +11,31 @@ all, as the central server does.
 
 Payload files are served under ``/files/`` in the hashed layout
 ``{md5[0:2]}/{name}_r{revision}.{ext}`` that basf2 also uses on disk.
+
+The rest of the v2 surface, what basf2's Python client (``b2conditionsdb``) uses, is in
+:mod:`.basf2_client`; the JSON objects of both are built in :mod:`..basf2_wire`.
 """
 
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from ...exceptions import UnknownPayloadError
-from ...payload import PayloadInfo
+from ...exceptions import UnknownPayloadError, UnknownTagError
 from ...store.base import Store
 from ...tags import GlobalTagState
-from ..deps import get_settings, get_store, metadata_headers
+from ..basf2_wire import payload_count, v2_iov, v2_payload, v2_tag
+from ..deps import get_store, metadata_headers
 from ..files import payload_response
 from ..responses import json_response
-from ..schemas import INT32_MAX, V2GlobalTag, V2IovPayload, V2Name
+from ..schemas import INT32_MAX, V2IovPayloadInfo, V2Name, V2Tag
 from ._common import READ_ERRORS
 
 router = APIRouter(tags=["basf2 (v2, read-only)"])
 
-FILES_PREFIX = "files"
 _FILE_PATH = re.compile(r"^([0-9a-f]{2})/([A-Za-z0-9_][A-Za-z0-9_\-+]*)_r([0-9]{1,10})(\.[A-Za-z0-9]{1,16})?$")
-
-
-def payload_url(payload: PayloadInfo) -> str:
-    """The payload's path under ``baseUrl``: the store's own, else the hashed layout."""
-    return payload.url or f"{payload.checksum[:2]}/{payload.name}_r{payload.revision}"
-
-
-def base_url(request: Request) -> str:
-    public = get_settings(request).public_url
-    root = public.rstrip("/") if public else str(request.base_url).rstrip("/")
-    return f"{root}/{FILES_PREFIX}/"
 
 
 @router.get("/v2/globalTagStatus", response_model=list[V2Name])
@@ -52,46 +44,29 @@ def global_tag_status(request: Request):
     return json_response([{"name": s.value} for s in GlobalTagState], headers=metadata_headers(request))
 
 
-@router.get("/v2/globalTag/{name}", response_model=V2GlobalTag, responses=READ_ERRORS)
+@router.get("/v2/globalTag/{name}", response_model=V2Tag, responses=READ_ERRORS)
 def global_tag(request: Request, name: str, store: Store = Depends(get_store)):
+    """The tag as basf2's C++ reader (``globalTagStatus.name``) and its Python client
+    (``tag show``: ``dtmIns``, ``dtmMod``, ``payloadCount``, ``modifiedBy``) read it."""
     tag = store.get_tag(name)
-    return json_response({
-        "name": tag.name,
-        "globalTagId": tag.tag_id,
-        "globalTagStatus": {"name": GlobalTagState.parse(tag.state).value},
-        "globalTagType": {"name": "DEV"},
-        "description": tag.description or "",
-        "creationDate": tag.created.isoformat() if tag.created else None,
-        "modifyDate": tag.modified.isoformat() if tag.modified else None,
-    }, headers=metadata_headers(request))
+    return json_response(v2_tag(tag, payload_count(store, name)), headers=metadata_headers(request))
 
 
 def _iov_payloads(request: Request, store: Store, gt_name: str, exp: int, run: int):
-    base = base_url(request)
-    answer = []
-    for record in store.iovs(gt_name, exp=exp, run=run):
-        p, iov = record.payload, record.iov
-        answer.append({
-            "payload": {
-                "payloadId": p.payload_id,
-                "revision": p.revision,
-                "checksum": p.checksum,
-                "payloadUrl": payload_url(p),
-                "baseUrl": base,
-                "basf2Module": {"name": p.name},
-            },
-            "payloadIov": {
-                "payloadIovId": record.iov_id,
-                "expStart": iov.first_exp,
-                "runStart": iov.first_run,
-                "expEnd": iov.final_exp,
-                "runEnd": iov.final_run,
-            },
-        })
+    try:
+        records = store.iovs(gt_name, exp=exp, run=run)
+    except UnknownTagError:
+        # basf2's Python client (ConditionsDB.get_all_iovs) escapes the name before
+        # requests escapes the query again: "a:b" arrives as "a%3Ab". '%' is never part
+        # of a tag name, so the unescaped name is unambiguous.
+        if "%" not in gt_name:
+            raise
+        records = store.iovs(unquote(gt_name), exp=exp, run=run)
+    answer = [{"payload": v2_payload(request, r.payload), "payloadIov": v2_iov(r)} for r in records]
     return json_response(answer, headers=metadata_headers(request))
 
 
-@router.get("/v2/iovPayloads/", response_model=list[V2IovPayload], responses=READ_ERRORS)
+@router.get("/v2/iovPayloads/", response_model=list[V2IovPayloadInfo], responses=READ_ERRORS)
 def iov_payloads(request: Request, gtName: str = Query(..., max_length=200),  # noqa: N803 - basf2's names
                  expNumber: int = Query(..., ge=0, le=INT32_MAX), runNumber: int = Query(..., ge=0, le=INT32_MAX),
                  store: Store = Depends(get_store)):
@@ -99,7 +74,7 @@ def iov_payloads(request: Request, gtName: str = Query(..., max_length=200),  # 
     return _iov_payloads(request, store, gtName, expNumber, runNumber)
 
 
-@router.get("/v2/iovPayloads", response_model=list[V2IovPayload], responses=READ_ERRORS, include_in_schema=False)
+@router.get("/v2/iovPayloads", response_model=list[V2IovPayloadInfo], responses=READ_ERRORS, include_in_schema=False)
 def iov_payloads_no_slash(request: Request, gtName: str = Query(..., max_length=200),  # noqa: N803
                           expNumber: int = Query(..., ge=0, le=INT32_MAX),
                           runNumber: int = Query(..., ge=0, le=INT32_MAX), store: Store = Depends(get_store)):

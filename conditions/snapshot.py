@@ -533,7 +533,7 @@ class SnapshotSource(Store):
         return TagDiff(tag_a, tag_b, [r for r in a if key(r) not in keys_b],
                        [r for r in b if key(r) not in keys_a])
 
-    def audit(self, *, tag: str | None = None, limit: int = 100) -> list[AuditEntry]:
+    def audit(self, *, tag: str | None = None, limit: int = 100, who: str | None = None) -> list[AuditEntry]:
         return []  # a snapshot records no history
 
     def list_tokens(self) -> list[TokenInfo]:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from conditions.exceptions import FrozenTagError
+from conditions.exceptions import FrozenTagError, InvalidValueError
 from conditions.iov import IntervalOfValidity
 from conditions.payload import IoVRecord, PayloadInfo
+from conditions.payload_inspect import pack_report, report_metadata, report_name, validates
 from conditions.store.base import Store
 from conditions.tags import GlobalTagState
 
@@ -192,6 +193,26 @@ def _filename_option(store: Store, filename: str) -> dict[str, str]:
     import inspect
 
     return {"filename": filename} if "filename" in inspect.signature(store.add_payload).parameters else {}
+
+
+def attach_validation_report(store: Store, report_dir: str | Path, *, model: str, revision: int | None = None,
+                             user: str | None = None) -> PayloadInfo:
+    """Store a ``pxdbg validate -o DIR`` directory (report.json and its PNG plots) as the
+    validation report of checkpoint ``PXDBackgroundGenerator_<model>`` revision ``revision``
+    (default: the newest), so that the conditions web pages show it beside the checkpoint.
+    The report is a payload of its own (see :mod:`conditions.payload_inspect`); the
+    checkpoint payload, being immutable, is not touched."""
+    checkpoint = store.get_payload(payload_name(model), revision)
+    data = pack_report(report_dir, checkpoint)
+    report = store.add_payload(report_name(checkpoint.name), data, user=user,
+                               metadata=report_metadata(checkpoint, {"model": model}),
+                               **_filename_option(store, "report.zip"))
+    if not validates(report, checkpoint):  # the same bytes were stored before with other metadata
+        raise InvalidValueError(f"{report.name} r{report.revision} holds these bytes already but does not "
+                                f"describe itself as the report of {checkpoint.name} r{checkpoint.revision}")
+    log.info("validation report %s r%d attached to %s r%d", report.name, report.revision,
+             checkpoint.name, checkpoint.revision)
+    return report
 
 
 def publish_tag(store: Store, tag: str, *, target: GlobalTagState = GlobalTagState.PUBLISHED,

@@ -47,7 +47,8 @@ def serve(cli: CliContext, db, payloads, host, port, workers, max_upload_bytes, 
           max_json_bytes, limit_concurrency, max_connections, timeout_keep_alive, header_timeout,
           max_header_bytes, body_timeout, backlog, log_level, access_log):
     """Serve the store over HTTP: the native API under /api/v1 (OpenAPI at
-    /api/v1/openapi.json, docs at /api/v1/docs) and basf2's read endpoints under /v2.
+    /api/v1/openapi.json, docs at /api/v1/docs), basf2's read endpoints under /v2, and
+    read-only web pages under /ui/ (global tags, IoV timelines, payloads, diffs, history).
 
     Reads are anonymous; writes need a token from `conditionsdb token create`. The store
     must exist (serving never creates one). For production, run several workers behind a

@@ -254,10 +254,12 @@ class ConditionsClient(Store):
         return wire.diff_from_json(self._get("/diff", params))
 
     # -- audit and tokens ------------------------------------------------------------------------
-    def audit(self, *, tag: str | None = None, limit: int = 100) -> list[AuditEntry]:
+    def audit(self, *, tag: str | None = None, limit: int = 100, who: str | None = None) -> list[AuditEntry]:
         params: dict[str, Any] = {"limit": limit}
         if tag is not None:
             params["tag"] = tag
+        if who is not None:
+            params["user"] = who
         return [wire.audit_from_json(e) for e in self._get("/audit", params)]
 
     def create_token(self, name: str, scopes: Sequence[str], *, user: str | None = None) -> tuple[TokenInfo, str]:

@@ -14,6 +14,7 @@ from .limits import DEFAULT_LIMITS
 from .listing_cache import ListingCache
 from .resolve_cache import ResolveCache, ResolveFastPath
 from .routers import ALL as ALL_ROUTERS
+from .routers import ui as ui_pages
 
 #: Environment variables through which ``conditionsdb serve`` configures worker processes.
 ENV_DB = "CONDITIONSDB_SERVE_DB"
@@ -31,6 +32,7 @@ A conditions database: global tags, immutable payloads, intervals of validity.
   `Authorization: Bearer <token>` (scopes `admin`, or `iov:<tag glob>`).
   Errors are JSON `{code, reason, message}`.
 * `/v2/...` and `/files/...`: read-only endpoints for basf2's central metadata provider.
+* `/ui/`: read-only web pages; `/api/v1/browse/...` answers their data as JSON.
 
 Payload downloads carry `ETag` (SHA-256) and are cacheable for ever; metadata answers
 for a short while (`Cache-Control: max-age`), so HTTP proxies such as Squid can serve jobs.
@@ -76,6 +78,7 @@ def create_app(
     install_error_handlers(app)
     for router in ALL_ROUTERS:
         app.include_router(router)
+    ui_pages.install(app)  # the web pages at /ui/ (and / redirecting there)
     if close_store_on_shutdown:
         app.router.on_shutdown.append(store.close)
     return app

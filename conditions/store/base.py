@@ -64,6 +64,11 @@ class TokenInfo:
     revoked: bool = False
 
 
+class TagCounts(NamedTuple):
+    iovs: int
+    payload_names: int
+
+
 class TagVersion(NamedTuple):
     """What a global tag is at one moment: its state and, where the store keeps one, its
     change serial (bumped by every IoV change and every state change). ``tag_id`` and
@@ -147,9 +152,24 @@ class Store(MetadataSource):
     @abc.abstractmethod
     def diff(self, tag_a: str, tag_b: str, *, exp: int | None = None, run: int | None = None) -> TagDiff: ...
 
+    # -- overviews (for browsing; SqlStore answers each with one query) --------------------
+    def tag_counts(self) -> dict[str, TagCounts]:
+        """Per tag name: how many IoVs and distinct payload names it holds."""
+        counts = {}
+        for tag in self.list_tags():
+            records = self.iovs(tag.name)
+            counts[tag.name] = TagCounts(len(records), len({r.payload.name for r in records}))
+        return counts
+
+    def iovs_of_payload(self, name: str, revision: int) -> list[IoVRecord]:
+        """Every IoV, in any tag, that uses payload ``name`` revision ``revision``."""
+        return [r for tag in self.list_tags() for r in self.iovs(tag.name, name=name)
+                if r.payload.revision == revision]
+
     # -- audit and tokens ----------------------------------------------------------------
     @abc.abstractmethod
-    def audit(self, *, tag: str | None = None, limit: int = 100) -> list[AuditEntry]: ...
+    def audit(self, *, tag: str | None = None, limit: int = 100, who: str | None = None) -> list[AuditEntry]:
+        """The newest entries first, optionally only those about ``tag`` or made by ``who``."""
 
     @abc.abstractmethod
     def create_token(self, name: str, scopes: Sequence[str], *, user: str | None = None) -> tuple[TokenInfo, str]:

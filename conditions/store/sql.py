@@ -80,7 +80,7 @@ from ..tags import (
     validate_payload_name,
     validate_tag_name,
 )
-from .base import AuditEntry, GlobalTagInfo, Store, TagDiff, TagVersion, TokenInfo
+from .base import AuditEntry, GlobalTagInfo, Store, TagCounts, TagDiff, TagVersion, TokenInfo
 from .blobs import BlobStorage, StagedBlob
 from .tables import UNBOUNDED, AuditRow, GlobalTagRow, IoVRow, PayloadRow, TokenRow, utcnow
 
@@ -1095,12 +1095,38 @@ class SqlStore(Store):
                 only_b.append(r)
         return TagDiff(tag_a, tag_b, only_a, only_b)
 
+    # -- overviews -----------------------------------------------------------------------------
+    def tag_counts(self) -> dict[str, TagCounts]:
+        i, t = IoVRow.__table__.c, GlobalTagRow.__table__.c
+        query = (select(t.name, func.count(i.id), func.count(distinct(i.payload_name)))
+                 .select_from(GlobalTagRow.__table__.outerjoin(IoVRow.__table__, i.tag_id == t.id))
+                 .group_by(t.name))
+        with self._session(write=False) as session:
+            return {name: TagCounts(n_iovs, n_names) for name, n_iovs, n_names in session.execute(query)}
+
+    def iovs_of_payload(self, name: str, revision: int) -> list[IoVRecord]:
+        i, p, t = IoVRow.__table__.c, PayloadRow.__table__.c, GlobalTagRow.__table__.c
+        query = (
+            select(t.name.label("tag_name"), i.id, i.first_exp, i.first_run, i.final_exp, i.final_run,
+                   *_payload_columns(p))
+            .join(PayloadRow.__table__, p.id == i.payload_id)
+            .join(GlobalTagRow.__table__, t.id == i.tag_id)
+            .where(p.name == name, p.revision == revision)
+            .order_by(t.name, i.first_exp, i.first_run, i.id)
+        )
+        with self._session(write=False) as session:
+            return [IoVRecord(iov_id=r.id, tag=r.tag_name, payload=_payload_info(r),
+                              iov=IntervalOfValidity(r.first_exp, r.first_run, r.final_exp, r.final_run))
+                    for r in session.execute(query)]
+
     # -- audit and tokens -----------------------------------------------------------------------
-    def audit(self, *, tag: str | None = None, limit: int = 100) -> list[AuditEntry]:
+    def audit(self, *, tag: str | None = None, limit: int = 100, who: str | None = None) -> list[AuditEntry]:
         with self._session(write=False) as session:
             query = select(AuditRow).order_by(AuditRow.id.desc()).limit(max(0, int(limit)))
             if tag is not None:
                 query = query.where(AuditRow.tag == tag)
+            if who is not None:
+                query = query.where(AuditRow.who == who)
             return [
                 AuditEntry(entry_id=r.id, when=r.at, who=r.who, action=r.action, tag=r.tag,
                            details=json.loads(r.details_json))

@@ -127,6 +127,28 @@ def upload(file: Path, model: str, campaign: str | None, globaltag: str | None, 
                f"md5 {result.payload.checksum}; IoV {interval} in global tag {result.tag}")
 
 
+@checkpoint.command("attach-report")
+@click.argument("report_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", required=True, type=_model_choice(), help="The model of the validated checkpoint.")
+@click.option("--revision", type=click.IntRange(min=1), help="Its payload revision (default: the newest).")
+@store_options
+@friendly_errors
+def attach_report(report_dir: Path, model: str, revision: int | None, db: str | None, payload_dir: str | None,
+                  token: str | None) -> None:
+    """Store REPORT_DIR (from `pxdbg validate -o REPORT_DIR`) as the validation report of a
+    checkpoint payload; `conditionsdb serve` shows it, plots included, on the payload's page."""
+    from registry.admin import attach_validation_report
+
+    store = open_writable_store(db, payload_dir, token)
+    try:
+        report = attach_validation_report(store, report_dir, model=model, revision=revision)
+    finally:
+        store.close()
+    target = report.metadata["validates"]
+    click.echo(f"stored {report.name} revision {report.revision} ({report.size} bytes): the validation report "
+               f"of {target['name']} revision {target['revision']}")
+
+
 @checkpoint.command("import-legacy")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", required=True, type=_model_choice(), help="The model the state dict belongs to.")

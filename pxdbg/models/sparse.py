@@ -11,9 +11,10 @@ number in it is tuned to one sample. It is a hierarchical, non-parametric model:
    training sample). A *channel* is a (sensor, kind) pair: 120 channels.
 2. **Event level: how many clusters each channel gets.** Each training event is a vector of
    120 channel counts. A new event's counts lie on the line through a training event (drawn
-   uniformly) and its nearest neighbour among the training events, up to half way towards
-   or away from the neighbour (uniformly), rounded at random: a SMOTE-like construction,
-   centred so that the mean counts stay the sample's. Distances are taken between
+   uniformly) and its nearest neighbour among the training events, up to a quarter of the
+   way towards or away from the neighbour (uniformly), rounded at random: a SMOTE-like
+   construction, centred so that the mean counts stay the sample's and short so that their
+   spread grows by at most 4%. Distances are taken between
    normal scores of the counts (each channel's ranks through the inverse normal CDF, ties
    sharing their mean rank), so that every channel weighs alike. The marginals (mean
    occupancy, event-to-event spread, the rare high-occupancy frames), the dependence
@@ -301,8 +302,9 @@ class SparseModel:
         parent = int(rng.integers(n))
         # A step along the line through the drawn event and its neighbour, centred on the
         # drawn event: the mean counts stay the sample's (a step only towards neighbours
-        # would pull every channel towards the "hub" events that are many events' nearest).
-        step = rng.random() - 0.5
+        # would pull every channel towards the "hub" events that are many events' nearest),
+        # and short, so that the counts' own spread grows by at most 2 E[step^2] = 4%.
+        step = 0.5 * (rng.random() - 0.5)
         value = (1.0 - step) * self.event_counts[parent] + step * self.event_counts[self.partner[parent]]
         counts = np.maximum(np.floor(value + rng.random(N_CHANNELS)), 0).astype(np.int64)
         # Where the new count ranks among the training counts: uniformly within the block

@@ -78,11 +78,13 @@ import click
               help="sparse-beam: how far beyond the training conditions generation may go unforced, in units "
                    "of each driver's largest trained value [0.5].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-plots", is_flag=True,
+              help="sparse, sparse-beam: write the held-out validation's report.json without its plots.")
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory.")
 def train(model, data, more_data, steps, holdout, validation, floor, library_mb, batch, width, lr, lr_g, lr_d, n_critic,
           ema_decay, ema_start, seed, device, threads, resume, validate_every, validate_events, checkpoint_every,
-          max_events, campaign, max_extrapolation, no_progress, run_dir):
+          max_events, campaign, max_extrapolation, no_progress, no_plots, run_dir):
     """Train a generator and write its checkpoint (safetensors with a manifest)."""
     data = list(data) + list(more_data)
     if max_extrapolation is not None and model != "sparse-beam":
@@ -100,13 +102,16 @@ def train(model, data, more_data, steps, holdout, validation, floor, library_mb,
                                        "--validation and --floor apply to the sparse model")
             _train_sparse_beam(data, run_dir, holdout=holdout, library_mb=library_mb, seed=seed,
                                max_events=max_events, campaign=campaign, validate_events=validate_events,
-                               max_extrapolation=max_extrapolation, progress=not no_progress)
+                               max_extrapolation=max_extrapolation, progress=not no_progress,
+                               plots=not no_plots)
             return
         _train_sparse(data, run_dir, holdout=holdout, validation=validation, floor=floor, library_mb=library_mb,
                       seed=seed,
                       max_events=max_events, campaign=campaign, validate_events=validate_events,
-                      progress=not no_progress)
+                      progress=not no_progress, plots=not no_plots)
         return
+    if no_plots:
+        raise click.UsageError("--no-plots applies to the sparse models")
     if len(data) != 1:
         raise click.UsageError(f"{model} trains on one --data file, got {len(data)}")
     data = data[0]
@@ -171,7 +176,7 @@ def train(model, data, more_data, steps, holdout, validation, floor, library_mb,
 
 
 def _train_sparse(data, run_dir, *, holdout, validation, floor, library_mb, seed, max_events, campaign,
-                  validate_events, progress) -> None:
+                  validate_events, progress, plots) -> None:
     from ..digits import DigitsFormatError
     from ..training.sparse import DEFAULT_LIBRARY_MEGABYTES, SparseTrainConfig, train_sparse
 
@@ -180,7 +185,8 @@ def _train_sparse(data, run_dir, *, holdout, validation, floor, library_mb, seed
         library_megabytes=library_mb or DEFAULT_LIBRARY_MEGABYTES, max_events=max_events, campaign=campaign,
         validate_events=validate_events or None)
     try:
-        path = train_sparse(data, run_dir, config, validation=validation, floor=floor, progress=progress)
+        path = train_sparse(data, run_dir, config, validation=validation, floor=floor, progress=progress,
+                            plots=plots)
     except (ValueError, DigitsFormatError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
@@ -200,7 +206,7 @@ def _train_sparse(data, run_dir, *, holdout, validation, floor, library_mb, seed
 
 
 def _train_sparse_beam(data, run_dir, *, holdout, library_mb, seed, max_events, campaign, validate_events,
-                       max_extrapolation, progress) -> None:
+                       max_extrapolation, progress, plots) -> None:
     from ..digits import DigitsFormatError
     from ..models.sparse_beam import DEFAULT_MAX_EXTRAPOLATION
     from ..training.sparse import DEFAULT_LIBRARY_MEGABYTES, SparseTrainConfig
@@ -212,7 +218,7 @@ def _train_sparse_beam(data, run_dir, *, holdout, library_mb, seed, max_events, 
         validate_events=validate_events or None)
     limit = DEFAULT_MAX_EXTRAPOLATION if max_extrapolation is None else max_extrapolation
     try:
-        path = train_sparse_beam(data, run_dir, config, max_extrapolation=limit, progress=progress)
+        path = train_sparse_beam(data, run_dir, config, max_extrapolation=limit, progress=progress, plots=plots)
     except (ValueError, DigitsFormatError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:

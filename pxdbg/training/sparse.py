@@ -325,7 +325,7 @@ def validate_sparse(model: SparseModel, reference, n_events: int, *, seed: int =
 
 def train_sparse(data: Sequence[str | Path], run_dir: str | Path, config: SparseTrainConfig | None = None, *,
                  validation: str | Path | None = None, floor: str | Path | None = None,
-                 progress: bool = False) -> Path:
+                 progress: bool = False, plots: bool = True) -> Path:
     """Fit the sparse model to ``data`` and write ``<run_dir>/sparse.safetensors`` (with the
     manifest), ``config.json`` and, with held-out events, ``validation/report.json`` and its
     plots. Returns the checkpoint path."""
@@ -364,9 +364,10 @@ def train_sparse(data: Sequence[str | Path], run_dir: str | Path, config: Sparse
         doc["inputs"] = {"reference": "held-out events" if validation is None else str(validation),
                          "generated_events": n_val}
         (out / "report.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
-        from ..validation.plots import write_plots
+        if plots:
+            from ..validation.plots import write_plots
 
-        write_plots(generated, reference, report, out)
+            write_plots(generated, reference, report, out)
         metrics.update({f"heldout_{k}": float(v) for k, v in report.scalars().items() if v is not None
                         and math.isfinite(v)})
         metrics.update({"heldout_generated_events": float(n_val), "heldout_reference_events": float(reference.n_events)})

@@ -90,11 +90,12 @@ def fit_sparse_beam(samples: Sequence[LabelledSample], *, seed: int = 0,
 
 def train_sparse_beam(data: Sequence[str | Path], run_dir: str | Path, config: SparseTrainConfig | None = None, *,
                       max_extrapolation: float = sparse_beam.DEFAULT_MAX_EXTRAPOLATION,
-                      progress: bool = False) -> Path:
+                      progress: bool = False, plots: bool = True) -> Path:
     """Fit the model to the labelled files ``data`` and write
     ``<run_dir>/sparse-beam.safetensors`` (with its manifest) and ``config.json``; with a
     ``holdout`` fraction, each sample's held-out events are compared with events generated
-    at that sample's conditions (``validation/sample-<j>/report.json`` and plots)."""
+    at that sample's conditions (``validation/sample-<j>/report.json``, and with ``plots``
+    the plots)."""
     from registry.manifest import Manifest, software_versions
 
     from .sparse import validate_sparse
@@ -139,7 +140,8 @@ def train_sparse_beam(data: Sequence[str | Path], run_dir: str | Path, config: S
             report_doc["inputs"] = {"reference": "held-out events", "conditions": sample.conditions.to_dict(),
                                     "generated_events": n_val}
             (out / "report.json").write_text(json.dumps(report_doc, indent=2, allow_nan=False))
-            write_plots(generated, reference, report, out)
+            if plots:  # about half a minute per sample on one core
+                write_plots(generated, reference, report, out)
             scalars = {k: float(v) for k, v in report.scalars().items() if v is not None and math.isfinite(v)}
             doc["heldout"] = scalars
             for key in ("occupancy_mean_abs_relative_error", "frechet_distance"):

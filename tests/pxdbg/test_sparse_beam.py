@@ -235,13 +235,15 @@ def test_train_command_and_labels_from_the_command_line(samples, tmp_path):
     assert read_label(tmp_path / "a.h5") == beam_conditions_of(SyntheticConfig(luminosity=1.5, beam_loss=2.0))
     run_dir = tmp_path / "run"
     result = runner.invoke(main, ["train", "--model", "sparse-beam", "--data", *map(str, samples[:3]),
-                                  "--validate-events", "4", "--no-progress", "-o", str(run_dir)])
+                                  "--validate-events", "4", "--no-progress", "--no-plots", "-o", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert result.output.count("held out: occupancy") == 3
     loaded = sparse_beam.load(run_dir / "sparse-beam.safetensors")
     assert loaded.n_samples == 3 and loaded.manifest.demo  # synthetic: a demo checkpoint
     assert len(loaded.manifest.model_config["samples"]) == 3
-    assert (run_dir / "validation" / "sample-2" / "report.json").is_file()
+    report = json.loads((run_dir / "validation" / "sample-2" / "report.json").read_text())
+    assert report["inputs"]["conditions"]["luminosity"] == 2.0 and report["n_generated"] == 4
+    assert not list((run_dir / "validation").rglob("*.png"))  # --no-plots
     with pytest.raises(ValueError, match="already holds"):
         train_sparse_beam(samples[:3], run_dir)
 

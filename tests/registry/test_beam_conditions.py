@@ -93,16 +93,25 @@ def test_pxdbg_beam_check_and_upload_refuse_bad_records_before_writing(cli, tmp_
 
 
 @pytest.fixture
-def beam_db(tmp_path):
-    """Tag "runs": exp 0 runs 1-5 at luminosity 1, runs 6.. at luminosity 2; exp 1 has a
-    payload that is not a valid record (as `conditionsdb upload` would store any bytes)."""
+def beam_db(tmp_path, monkeypatch):
+    """Tag "runs": exp 0 runs 1-5 at luminosity 1 (pxdbg's upload), runs 6.. at luminosity 2
+    (the generic `conditionsdb upload` of a JSON file); exp 1 has a payload that is not a
+    valid record (`conditionsdb upload` stores any bytes)."""
+    from click.testing import CliRunner
+
+    from conditions.cli import main as conditionsdb
+
+    monkeypatch.delenv("CONDITIONSDB_URL", raising=False)
     db = tmp_path / "beam.db"
     with open_store(db) as store:
         store.create_tag("runs")
         upload_beam_conditions(store, BeamConditions.from_json(record(luminosity=1.0)), tag="runs", iov=IoV(0, 1, 0, 5))
-        upload_beam_conditions(store, BeamConditions.from_json(record(luminosity=2.0)), tag="runs",
-                               iov=IoV(0, 6, 0, -1))
-        store.upload("runs", BEAM_PAYLOAD, record(luminosity=-3).encode(), IoV(1, 0, 1, -1))
+    for text, iov in ((record(luminosity=2.0), "0,6,0,-1"), (record(luminosity=-3), "1,0,1,-1")):
+        (tmp_path / "conditions.json").write_text(text)
+        result = CliRunner().invoke(conditionsdb, ["--db", str(db), "upload", "runs", str(tmp_path / "conditions.json"),
+                                                   "--name", BEAM_PAYLOAD, "--iov", iov])
+        assert result.exit_code == 0, result.output
+    with open_store(db) as store:
         store.set_tag_state("runs", "TESTING")
     return db
 

@@ -11,8 +11,8 @@ The payload is a small JSON document, validated here with pydantic::
     {"version": 1, "luminosity": 1.5, "her_current": 1000.0, "ler_current": 1200.0,
      "injection_fraction": 0.03, "extra": {"ler_pressure_npa": 12.0}, "description": "..."}
 
-* ``luminosity``: instantaneous luminosity in 1e34 cm^-2 s^-1 (>= 0);
-* ``her_current``, ``ler_current``: HER (e-) and LER (e+) beam currents in mA (>= 0);
+* ``luminosity``: instantaneous luminosity in 1e34 cm^-2 s^-1 (0 to 1e4);
+* ``her_current``, ``ler_current``: HER (e-) and LER (e+) beam currents in mA (0 to 1e5);
 * ``injection_fraction``: fraction of the PXD frames taken while an injected bunch is still
   noisy (0..1);
 * ``extra``: room for more: further named quantities (non-negative numbers, e.g. pressures,
@@ -57,6 +57,10 @@ UNITS = {"luminosity": "1e34 cm^-2 s^-1", "her_current": "mA", "ler_current": "m
 
 _EXTRA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+# Far above any collider (SuperKEKB's design: 80e34, 2.6 A and 3.6 A): a value beyond these
+# is a typo or a unit mistake (A for mA), refused rather than generated.
+MAX_LUMINOSITY = 1e4
+MAX_CURRENT = 1e5
 
 
 class BeamConditions(BaseModel):
@@ -65,9 +69,9 @@ class BeamConditions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     version: int = BEAM_SCHEMA_VERSION
-    luminosity: _NonNegative
-    her_current: _NonNegative
-    ler_current: _NonNegative
+    luminosity: Annotated[_NonNegative, Field(le=MAX_LUMINOSITY)]
+    her_current: Annotated[_NonNegative, Field(le=MAX_CURRENT)]
+    ler_current: Annotated[_NonNegative, Field(le=MAX_CURRENT)]
     injection_fraction: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
     extra: dict[str, _NonNegative] = Field(default_factory=dict, max_length=64)
     description: str | None = Field(default=None, max_length=1000)

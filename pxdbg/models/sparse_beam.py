@@ -20,7 +20,8 @@ than the number of drivers that vary). A run outside the convex hull of the trai
 conditions is first projected onto it (least absolute distance): the distance left, the
 largest per driver, is the *extrapolation*: 0 inside (interpolation); up to
 ``max_extrapolation`` (default 0.5, half the largest trained value) the model extrapolates
-and says so; beyond, it refuses (:class:`OutOfTrainingRangeError`) unless forced.
+and says so; beyond, it refuses (:class:`OutOfTrainingRangeError`) unless forced, and
+beyond :data:`FORCE_LIMIT` (ten times) even when forced.
 
 **Rates.** Per channel (sensor and cluster kind, 120 of them) the mean cluster count at the
 run is the weighted mean of the samples' means: exact wherever the terms are linear in the
@@ -80,6 +81,9 @@ DRIVER_LABELS = {"luminosity": "luminosity [1e34 cm^-2 s^-1]", "her_beam_loss": 
 DEFAULT_MAX_EXTRAPOLATION = 0.5
 #: Distances below this are inside the training range (rounding of the LP solution).
 _INSIDE = 1e-6
+#: Not even forced: ten times a driver's largest trained value beyond the training range
+#: is no extrapolation but a guess that could ask for billions of pixels.
+FORCE_LIMIT = 10.0
 
 #: Arrays of a checkpoint beyond the sparse model's.
 BEAM_ARRAYS = {
@@ -288,12 +292,14 @@ class SparseBeamModel:
         fit_kwargs = dict(conditions=conditions, weights=weights, excess=0.0 if inside else excess,
                           excess_driver=None if inside else DRIVERS[worst], sample_conditions=self.sample_conditions,
                           status="interpolation" if inside else "extrapolation", **details)
-        if not inside and excess > limit and not force:
+        if not inside and excess > limit and (not force or excess > FORCE_LIMIT):
             preview = ConditionsFit(forced=False, mean_counts=np.zeros(N_CHANNELS), **fit_kwargs)
+            hint = (f"not even forced beyond {FORCE_LIMIT:.0%}" if force else
+                    "or force it (--force-conditions) and expect the rates to be a guess")
             raise OutOfTrainingRangeError(
                 f"beam conditions {conditions.summary()} are too far outside the training samples' to trust: "
                 f"{preview.describe()}; at most {limit:.0%} is allowed. Train with samples that cover these "
-                "conditions, or force it (--force-conditions) and expect the rates to be a guess")
+                f"conditions, {hint}")
         # Rates: the samples' weighted means, carried on along the source terms outside.
         mean = weights @ self.sample_means
         if not inside:

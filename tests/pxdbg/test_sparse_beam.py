@@ -102,6 +102,8 @@ def test_extrapolation_is_said_and_far_outside_is_refused_unless_forced(model):
     forced = model.set_conditions(conditions(5.0), force=True)
     assert forced.forced and forced.excess == pytest.approx(1.5)
     assert model.set_conditions(conditions(5.0), max_extrapolation=2.0).forced is False
+    with pytest.raises(OutOfTrainingRangeError, match="not even forced"):
+        model.set_conditions(conditions(30.0), force=True)  # 1400%: a typo, not a run
     # a term the samples never varied cannot be extrapolated
     with pytest.raises(OutOfTrainingRangeError, match="injection fraction"):
         model.set_conditions(conditions(1.0, injection_fraction=0.2))

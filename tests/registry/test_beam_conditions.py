@@ -50,6 +50,7 @@ def test_a_valid_record_round_trips_in_canonical_form():
     (record(extra={"Bad name": 3}), "extra quantity names"),
     (record(luminosity="1.5"), "field 'luminosity': Input should be a valid number (got '1.5')"),
     (record(luminosity=True), "field 'luminosity'"),
+    (record(her_current=1e300), "field 'her_current': Input should be less than or equal to 100000"),
     (record(luminosty=2), "unknown field 'luminosty'"),
     (record(version=2), "version 2 is not understood"),
     (record().replace("1.5", "NaN"), "NaN is not a number"),

@@ -73,6 +73,13 @@ def _model_choice() -> click.Choice:
     return click.Choice(list(available_models()))
 
 
+def _dense_model_choice() -> click.Choice:
+    """The GANs: models with weights (the sparse model is fitted to data: pxdbg train)."""
+    from pxdbg.models import dense_models
+
+    return click.Choice(list(dense_models()))
+
+
 @click.group()
 def checkpoint() -> None:
     """Generator checkpoints as conditions payloads."""
@@ -103,13 +110,16 @@ def upload(file: Path, model: str, campaign: str | None, globaltag: str | None, 
     FILE is a safetensors checkpoint (with --format basf2 also a legacy torch state dict).
     A file without a manifest gets one (model, architecture version, campaign and the
     options above); the uploaded copy carries it (or, for basf2, its payload metadata),
-    FILE itself is not changed. With --format basf2 the weights must fit the default
-    architecture, the only one basf2's module builds.
+    FILE itself is not changed. With --format basf2 (the GANs: basf2 has no sparse model)
+    the weights must fit the default architecture, the only one basf2's module builds.
     """
-    from pxdbg.models import get_model
+    from pxdbg.models import SPARSE, get_model, model_kind
     from pxdbg.models.loading import basf2_state_dict
     from registry.admin import upload_checkpoint
 
+    if checkpoint_format == "basf2" and model_kind(model) == SPARSE:
+        raise click.BadParameter("basf2's module runs the GANs only; upload a sparse checkpoint as safetensors",
+                                 param_hint="--format")
     interval = parse_iov(iov)
     fields = {k: v for k, v in (("training_dataset", training_dataset), ("training_steps", training_steps),
                                 ("description", description)) if v is not None}
@@ -151,7 +161,7 @@ def attach_report(report_dir: Path, model: str, revision: int | None, db: str | 
 
 @checkpoint.command("import-legacy")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--model", required=True, type=_model_choice(), help="The model the state dict belongs to.")
+@click.option("--model", required=True, type=_dense_model_choice(), help="The model the state dict belongs to.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The safetensors checkpoint to write.")
 @click.option("--campaign", help="Campaign the weights were trained for.")
@@ -272,7 +282,7 @@ def resolve(model: str, exp: int, run: int, campaign: tuple[str, ...], globaltag
 
 
 @checkpoint.command()
-@click.option("--model", required=True, type=_model_choice())
+@click.option("--model", required=True, type=_dense_model_choice())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--occupancy", type=click.FloatRange(0.0001, 0.5), default=0.01, show_default=True,

@@ -33,8 +33,8 @@ number in it is tuned to one sample. It is a hierarchical, non-parametric model:
    it); any other cluster is placed so that it does not reach an edge.
 
 Clusters in the library are already what the detector made of overlapping particles, so new
-clusters are not allowed to touch each other (a hard-core placement): a cluster that would
-touch or overlap another one of its event is moved to another drawn position, for up to
+clusters are not allowed to touch each other (a hard-core placement): of two clusters of an
+event that would touch or overlap, the smaller is moved to another drawn position, for up to
 :data:`PLACEMENT_ROUNDS` rounds; after that, overlapping pixels add their charges, clipped
 at 255. The merge rate of the sample is then reproduced instead of doubled.
 
@@ -75,7 +75,7 @@ N_CHANNELS = N_SENSORS * N_KINDS
 REGIONS_U, REGIONS_V = 5, 12
 N_REGIONS = REGIONS_U * REGIONS_V
 #: Rounds of re-placing clusters that touch another one before overlaps are merged.
-PLACEMENT_ROUNDS = 3
+PLACEMENT_ROUNDS = 5
 _PIXELS_PER_SENSOR = N_UCELLS * N_VCELLS
 _SEED_MASK = (1 << 64) - 1
 
@@ -472,10 +472,12 @@ class SparseModel:
                 + self.pixel_du[pixel].astype(np.int64) * N_VCELLS + self.pixel_dv[pixel])
         centre = pu * N_VCELLS + pv
 
-        # Sorted (key, pixel) pairs; clusters that touch a lower-numbered one move.
+        # Sorted (key, pixel) pairs. Of two clusters that touch, the smaller one moves (it
+        # finds room more easily than a long track); between equals, the later one.
         spx = np.argsort(base + centre[owner], kind="stable")
         skey = base[spx] + centre[owner[spx]]
-        moving = _touching(skey, owner[spx], len(index))
+        priority = (size << 32) + (len(index) - np.arange(len(index), dtype=np.int64))
+        moving = _touching(skey, owner[spx], priority)
         for round_ in range(PLACEMENT_ROUNDS):
             if not moving.any():
                 break
@@ -489,7 +491,7 @@ class SparseModel:
             mkey = base[mpx] + centre[owner[mpx]]
             morder = np.argsort(mkey, kind="stable")
             mkey, mpx = mkey[morder], mpx[morder]
-            moving = _touching(mkey, owner[mpx], len(index)) | _touching_settled(mkey, owner[mpx], skey, len(index))
+            moving = _touching(mkey, owner[mpx], priority) | _touching_settled(mkey, owner[mpx], skey, len(index))
             merged = np.argsort(np.concatenate([skey, mkey]), kind="stable")  # two sorted runs: a merge
             skey = np.concatenate([skey, mkey])[merged]
             spx = np.concatenate([spx, mpx])[merged]
@@ -528,10 +530,10 @@ def _row_hits(skey: np.ndarray, target: np.ndarray, valid: tuple[np.ndarray, ...
     return np.concatenate(rows_i), np.concatenate(rows_j)
 
 
-def _touching(skey: np.ndarray, scl: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Clusters that overlap or 8-touch a cluster with a smaller number (which stays), among
+def _touching(skey: np.ndarray, scl: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """Clusters that overlap or 8-touch a cluster of higher ``priority`` (which stays), among
     pixels with sorted keys ``skey`` owned by clusters ``scl``."""
-    moving = np.zeros(n_clusters, bool)
+    moving = np.zeros(len(priority), bool)
     n = len(skey)
     if n < 2:
         return moving
@@ -549,7 +551,8 @@ def _touching(skey: np.ndarray, scl: np.ndarray, n_clusters: int) -> np.ndarray:
     pairs.append((scl[i], scl[j]))
     for ca, cb in pairs:
         other = ca != cb
-        moving[np.maximum(ca[other], cb[other])] = True
+        ca, cb = ca[other], cb[other]
+        moving[np.where(priority[ca] < priority[cb], ca, cb)] = True
     return moving
 
 

@@ -144,12 +144,13 @@ def test_touching_clusters_are_found():
     keys = np.array([key(10, 10), key(11, 11), key(100, 500), key(100, 500)])
     owners = np.array([0, 1, 2, 3])
     order = np.argsort(keys, kind="stable")
-    moving = _touching(keys[order], owners[order], 4)
-    assert moving.tolist() == [False, True, False, True]
+    moving = _touching(keys[order], owners[order], np.array([4, 3, 2, 1]))
+    assert moving.tolist() == [False, True, False, True]  # the lower priority moves
+    assert _touching(keys[order], owners[order], np.array([3, 4, 1, 2])).tolist() == [True, False, True, False]
     # Row wrap-around is not adjacency: (10, 767) and (11, 0) are far apart.
     keys = np.array([key(10, N_VCELLS - 1), key(11, 0)])
-    assert not _touching(keys, np.array([0, 1]), 2).any()
-    assert _touching(np.array([key(10, 5), key(11, 4)]), np.array([0, 1]), 2).tolist() == [False, True]
+    assert not _touching(keys, np.array([0, 1]), np.array([2, 1])).any()
+    assert _touching(np.array([key(10, 5), key(11, 4)]), np.array([0, 1]), np.array([2, 1])).tolist() == [False, True]
     settled = np.sort(np.array([key(50, 50), key(60, 60)]))
     moved = np.array([key(51, 49), key(70, 70)])
     assert _touching_settled(moved, np.array([0, 1]), settled, 2).tolist() == [True, False]
@@ -277,3 +278,16 @@ def test_train_cli_refuses_mixed_up_options(tmp_path):
     result = runner.invoke(main, ["train", "--model", "sparse", "--data", str(data), "--holdout", "0.9",
                                   "--no-progress", "-o", str(tmp_path / "r")])
     assert result.exit_code == 1 and "cannot hold out" in result.output
+
+
+def test_checkpoint_commands_know_the_sparse_model_has_no_weights(model, tmp_path):
+    file = sparse.save(model, tmp_path / "s.safetensors",
+                       Manifest(model="sparse", architecture_version=sparse.ARCHITECTURE_VERSION))
+    runner = CliRunner()
+    result = runner.invoke(main, ["checkpoint", "init", "--model", "sparse", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "'sparse' is not one of" in result.output
+    result = runner.invoke(main, ["checkpoint", "upload", str(file), "--model", "sparse", "--format", "basf2",
+                                  "--db", str(tmp_path / "c.db")])
+    assert result.exit_code == 2 and "GANs only" in result.output
+    result = runner.invoke(main, ["checkpoint", "show", str(file)])
+    assert result.exit_code == 0 and "model: sparse" in result.output

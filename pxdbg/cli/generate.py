@@ -150,8 +150,9 @@ def handle_errors(func: Callable) -> Callable:
 @click.option("--runs-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Run list file: one 'RANGES [EVENTS]' per line, # comments.")
 @click.option("--model", default=None,
-              help="Generator model: sparse (digits directly, milliseconds per event), or a GAN: convnet, "
-                   "resnet, ieagan (seconds per event on a CPU). Default: the --checkpoint's model, else sparse.")
+              help="Generator model: sparse (digits directly, milliseconds per event), sparse-beam (the same, "
+                   "made for each run's beam conditions), or a GAN: convnet, resnet, ieagan (seconds per event on "
+                   "a CPU). Default: the --checkpoint's model, else sparse.")
 @click.option("--campaign", "campaigns", multiple=True,
               help="Background campaign (its global tag provides the checkpoints); repeat for a run list "
                    "spanning several, highest priority first.")

@@ -10,9 +10,10 @@ number in it is tuned to one sample. It is a hierarchical, non-parametric model:
    small and large clusters (split at the median size of the multi-pixel clusters of the
    training sample). A *channel* is a (sensor, kind) pair: 120 channels.
 2. **Event level: how many clusters each channel gets.** Each training event is a vector of
-   120 channel counts. A new event's counts lie on the segment between a training event
-   (drawn uniformly) and its nearest neighbour among the training events, at a uniformly
-   drawn point, rounded at random (the SMOTE construction). Distances are taken between
+   120 channel counts. A new event's counts lie on the line through a training event (drawn
+   uniformly) and its nearest neighbour among the training events, up to half way towards
+   or away from the neighbour (uniformly), rounded at random: a SMOTE-like construction,
+   centred so that the mean counts stay the sample's. Distances are taken between
    normal scores of the counts (each channel's ranks through the inverse normal CDF, ties
    sharing their mean rank), so that every channel weighs alike. The marginals (mean
    occupancy, event-to-event spread, the rare high-occupancy frames), the dependence
@@ -392,9 +393,12 @@ class SparseModel:
         rng = event_stream(key)
         n = self.n_training_events
         parent = int(rng.integers(n))
-        step = 0.5 * rng.random()
+        # A step along the line through the drawn event and its neighbour, centred on the
+        # drawn event: the mean counts stay the sample's (a step only towards neighbours
+        # would pull every channel towards the "hub" events that are many events' nearest).
+        step = rng.random() - 0.5
         value = (1.0 - step) * self.event_counts[parent] + step * self.event_counts[self.partner[parent]]
-        counts = np.floor(value + rng.random(N_CHANNELS)).astype(np.int64)
+        counts = np.maximum(np.floor(value + rng.random(N_CHANNELS)), 0).astype(np.int64)
         start = self._derived["ranks"].windows(np.arange(N_CHANNELS), counts, rng.random(N_CHANNELS))
         uniforms = rng.random((int(counts.sum()), 2 + PLACEMENT_ROUNDS))
         return start, counts, uniforms

@@ -356,9 +356,9 @@ class SparseBeamModel:
         j = min(int(np.searchsorted(self._cum_weights, rng.random(), side="right")), self.n_samples - 1)
         a, b = int(self.sample_start[j]), int(self.sample_start[j + 1])
         parent = a + int(rng.integers(b - a))
-        step = 0.5 * rng.random()
+        step = rng.random() - 0.5  # centred on the drawn event, as in the sparse model
         ec = self.base.event_counts
-        value = (1.0 - step) * ec[parent] + step * ec[self.base.partner[parent]]
+        value = np.maximum((1.0 - step) * ec[parent] + step * ec[self.base.partner[parent]], 0.0)
         target = value * self._count_scale[j]
         counts = np.floor(target + rng.random(N_CHANNELS)).astype(np.int64)
         # The sample each channel's clusters come from, and the event's count in its units.

@@ -10,6 +10,11 @@ registry resolves for the current (exp, run) in the campaign or global tag. When
 run resolves to another payload (another IoV), the weights are switched; when it
 resolves to the same payload nothing is reloaded.
 
+Beam conditions: a conditioned model (``sparse-beam``) makes each run's background for
+that run's beam conditions, the payload ``BeamConditions`` resolved per run like the
+checkpoint (or conditions given for the whole job); it switches at each run whose
+conditions differ, and refuses conditions far outside its training range unless forced.
+
 Models: the default ``sparse`` model emits digits directly (milliseconds per event, no
 images); the GANs (``convnet``, ``resnet``, ``ieagan``) emit images that are turned into
 digits. :meth:`PXDBackgroundGenerator.generate_dense` gives images for any model, densifying
@@ -93,6 +98,29 @@ def default_resolver(model: str, exp: int, run: int, campaign: str | tuple[str, 
                               architecture_version=get_model(model).ARCHITECTURE_VERSION)
 
 
+def default_beam_resolver(exp: int, run: int, campaign: str | tuple[str, ...] | None, globaltag: Any):
+    """Resolve a run's beam conditions through the registry (imported when first needed)."""
+    from registry.resolve import resolve_beam_conditions
+
+    return resolve_beam_conditions(exp, run, campaign=campaign, globaltag=globaltag)
+
+
+def _as_beam(value: Any):
+    """Conditions given for a whole job: a BeamConditions, a mapping, or a JSON file path."""
+    from registry.beam import BeamConditions, ResolvedBeamConditions
+
+    if value is None or isinstance(value, ResolvedBeamConditions):
+        return value
+    if isinstance(value, BeamConditions):
+        return ResolvedBeamConditions(value)
+    if isinstance(value, (str, os.PathLike)):
+        return ResolvedBeamConditions(BeamConditions.from_file(value))
+    if isinstance(value, dict):
+        return ResolvedBeamConditions(BeamConditions.from_mapping(value, "`beam_conditions`"))
+    raise TypeError(f"`beam_conditions` must be None, a BeamConditions, a mapping or a JSON file path, "
+                    f"got {type(value).__name__}")
+
+
 def _as_resolved(result: Any) -> ResolvedCheckpoint:
     if isinstance(result, ResolvedCheckpoint):
         return result
@@ -161,6 +189,17 @@ class PXDBackgroundGenerator:
         resnet on CPU, NCHW otherwise
     :param require_production: refuse demo or untrained checkpoints (DemoCheckpointError);
         None reads ``PXDBG_REQUIRE_PRODUCTION`` (see :mod:`registry.policy`)
+    :param beam_conditions: conditioned models: the beam conditions of every run (a
+        :class:`registry.beam.BeamConditions`, a mapping or a JSON file); None resolves the
+        payload ``BeamConditions`` per run
+    :param beam_resolver: ``(exp, run, campaign, globaltag) -> ResolvedBeamConditions``;
+        defaults to :func:`registry.resolve.resolve_beam_conditions`
+    :param beam_globaltag: global tag(s) holding the ``BeamConditions`` IoVs; None: those of
+        the checkpoints (the campaigns' or ``globaltag``)
+    :param force_conditions: generate even for conditions further outside the training
+        range than the model allows (it still says it extrapolates)
+    :param max_extrapolation: how far outside the training range a conditioned model may
+        go, in units of each driver's largest trained value; None: the checkpoint's setting
     """
 
     def __init__(self, model: str | None = None, checkpoint: str | os.PathLike | None = None,
@@ -168,7 +207,10 @@ class PXDBackgroundGenerator:
                  globaltag: str = DEFAULT_GLOBALTAG, campaign: str | list[str] | tuple[str, ...] | None = None,
                  device: str | torch.device = "cpu", *, resolver: Resolver | None = None,
                  framework_seed: Any = None, images_per_forward: int | None = None,
-                 channels_last: bool | None = None, require_production: bool | None = None):
+                 channels_last: bool | None = None, require_production: bool | None = None,
+                 beam_conditions: Any = None, beam_resolver: Callable | None = None,
+                 beam_globaltag: str | list[str] | tuple[str, ...] | None = None, force_conditions: bool = False,
+                 max_extrapolation: float | None = None):
         if checkpoint is not None:
             if not isinstance(checkpoint, (str, os.PathLike)):
                 raise TypeError(f"`checkpoint` must be None or a path, got {type(checkpoint).__name__}")
@@ -218,6 +260,24 @@ class PXDBackgroundGenerator:
         if require_production is not None and not isinstance(require_production, bool):
             raise TypeError("`require_production` must be None or a bool")
         self.require_production = require_production
+        self._fixed_beam = _as_beam(beam_conditions)
+        if beam_resolver is not None and not callable(beam_resolver):
+            raise TypeError("`beam_resolver` must be callable")
+        self.beam_resolver = beam_resolver
+        self.beam_globaltag = tuple(beam_globaltag) if isinstance(beam_globaltag, list) else beam_globaltag
+        if not isinstance(force_conditions, bool):
+            raise TypeError("`force_conditions` must be a bool")
+        self.force_conditions = force_conditions
+        if max_extrapolation is not None and (isinstance(max_extrapolation, bool)
+                                              or not isinstance(max_extrapolation, (int, float))
+                                              or not 0 <= max_extrapolation < float("inf")):
+            raise ValueError(f"`max_extrapolation` must be None or a number >= 0, got {max_extrapolation!r}")
+        self.max_extrapolation = max_extrapolation
+        #: Conditioned models: the beam conditions in use (with where they came from) and
+        #: how the model meets them (interpolation or extrapolation).
+        self.beam = None
+        self.conditions_fit = None
+        self._beam_key: Any = None
 
         self._module = get_model(model)
         self._sparse = model_kind(model) == SPARSE
@@ -270,14 +330,43 @@ class PXDBackgroundGenerator:
         self.run = _check_int("run", run, 0)
         if self._generator is None:
             raise RuntimeError("begin_run() before initialize()")
-        if self.checkpoint is not None:
+        if self.checkpoint is None:
+            resolver = self.resolver or default_resolver
+            resolved = _as_resolved(resolver(self.model, exp, run, self.campaign, self.globaltag))
+            if resolved.payload_key != self._payload_key or self._model is None:
+                log.info("exp %d run %d: switching to checkpoint %s", exp, run, resolved.path)
+                self._load(resolved)
+        if getattr(self._model, "conditioned", False):
+            self._apply_conditions(exp, run)
+
+    def _apply_conditions(self, exp: int | None, run: int | None) -> None:
+        """Give a conditioned model the run's beam conditions (when they changed)."""
+        if self._fixed_beam is not None:
+            beam = self._fixed_beam
+        else:
+            resolver = self.beam_resolver or default_beam_resolver
+            if self.beam_globaltag is not None:
+                beam = resolver(exp, run, None, self.beam_globaltag)
+            else:
+                beam = resolver(exp, run, self.campaign, self.globaltag)
+        key = (beam.key, id(self._model))
+        if key == self._beam_key:
             return
-        resolver = self.resolver or default_resolver
-        resolved = _as_resolved(resolver(self.model, exp, run, self.campaign, self.globaltag))
-        if resolved.payload_key == self._payload_key and self._model is not None:
-            return
-        log.info("exp %d run %d: switching to checkpoint %s", exp, run, resolved.path)
-        self._load(resolved)
+        fit = self._model.set_conditions(beam.conditions, force=self.force_conditions,
+                                         max_extrapolation=self.max_extrapolation)
+        where = f"exp {exp} run {run}: " if exp is not None else ""
+        if fit.extrapolated:
+            log.warning("%sbeam conditions %s: %s", where, beam.describe(), fit.describe())
+        else:
+            log.info("%sbeam conditions %s: %s", where, beam.describe(), fit.describe())
+        self.beam, self.conditions_fit, self._beam_key = beam, fit, key
+
+    def conditions_record(self) -> dict | None:
+        """The beam conditions the current events are made for and how (None for a model
+        that is not conditioned), for provenance records."""
+        if self.beam is None or self.conditions_fit is None or not getattr(self._model, "conditioned", False):
+            return None
+        return {**self.beam.record(), **self.conditions_fit.record()}
 
     def event(self) -> PXDDigits:
         """One event of background digits (sorted by sensor, ucell, vcell)."""
@@ -391,6 +480,9 @@ class PXDBackgroundGenerator:
         self.resolved = resolved
         # Which payload, tag, IoV and source answered, for the job log (a fixed file: its path).
         self.checkpoint_description = what
+        self._beam_key = None  # a new model is set to the conditions afresh
+        if getattr(model, "conditioned", False) and self._fixed_beam is not None:
+            self._apply_conditions(self.exp, self.run)
 
     def _use_channels_last(self) -> bool:
         if self.channels_last is not None:

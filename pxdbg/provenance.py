@@ -11,7 +11,10 @@ A generated pxd-digits file carries one JSON document, the dataset ``provenance`
   temp path), ``manifest_id``, ``model``, ``architecture_version``, ``demo`` and
   ``untrained``;
 * ``runs``: every (exp, run) in the file with its event count and the index of the
-  checkpoint that made it.
+  checkpoint that made it; for a conditioned model (``sparse-beam``) also the run's
+  ``beam_conditions``: the values, the payload (name, revision, hashes, tag, IoV, source)
+  or ``"given"``, and how the model met them (``status`` interpolation or extrapolation,
+  ``extrapolation`` distance and driver, ``forced``, the training samples and weights).
 
 ``pxdbg dataset info FILE`` shows it; ``pxdbg overlay`` carries the background's (and the
 signal's, if any) into the merged file. With it, a file made through a server is traced
@@ -110,7 +113,12 @@ class ProvenanceRecorder:
         if index is None:
             index = self._index[key] = len(self.checkpoints)
             self.checkpoints.append(checkpoint_record(resolved, generator.manifest, campaigns=self.campaigns))
-        self.runs.append({"exp": int(exp), "run": int(run), "events": int(events), "checkpoint": index})
+        entry = {"exp": int(exp), "run": int(run), "events": int(events), "checkpoint": index}
+        record = getattr(generator, "conditions_record", None)
+        conditions = record() if callable(record) else None
+        if conditions is not None:
+            entry["beam_conditions"] = conditions
+        self.runs.append(entry)
         return self.checkpoints[index]
 
     def document(self) -> dict[str, Any]:
@@ -167,4 +175,19 @@ def describe(document: dict[str, Any], indent: str = "  ") -> list[str]:
                      f"v{c.get('architecture_version')}, training steps {c.get('training_steps')}"
                      + (", untrained" if c.get("untrained") else ""))
         lines.append(f"{indent}  runs (exp/run): {shown} ({sum(r['events'] for r in runs)} events)")
+    conditioned = [r for r in document.get("runs", []) if r.get("beam_conditions")]
+    if conditioned:
+        lines.append(f"{indent}beam conditions per run:")
+    for r in conditioned[:20]:
+        c = r["beam_conditions"]
+        v = c.get("values", {})
+        origin = f"{c['payload']} r{c['revision']}" if c.get("payload") else c.get("source", "?")
+        status = c.get("status")
+        if status == "extrapolation":
+            status = f"EXTRAPOLATION {c.get('extrapolation', 0):.0%} in {c.get('extrapolated_driver')}" + (
+                " (forced)" if c.get("forced") else "")
+        lines.append(f"{indent}  {r['exp']}/{r['run']}: L {v.get('luminosity')}e34, HER {v.get('her_current')} mA, "
+                     f"LER {v.get('ler_current')} mA, injection {v.get('injection_fraction')} ({origin}; {status})")
+    if len(conditioned) > 20:
+        lines.append(f"{indent}  ... ({len(conditioned) - 20} more runs)")
     return lines

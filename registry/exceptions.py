@@ -95,3 +95,10 @@ class DemoCheckpointError(RegistryError):
     (``--require-production`` / ``PXDBG_REQUIRE_PRODUCTION=1``)."""
 
     code = "demo_checkpoint"
+
+
+class BeamConditionsError(RegistryError, ValueError):
+    """A beam conditions record (payload ``BeamConditions``, a label of a training file)
+    that is not valid: bad JSON, a missing or unknown field, a negative value."""
+
+    code = "invalid_beam_conditions"

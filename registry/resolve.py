@@ -58,11 +58,13 @@ from conditions.payload import PayloadInfo, ResolvedPayload
 from conditions.source import MetadataSource
 
 from . import policy
+from .beam import BEAM_PAYLOAD, ResolvedBeamConditions
+from .beam import read_payload as read_beam_payload
 from .campaigns import DEFAULT_GLOBALTAG, campaign_tag
 from .checkpoint import PAYLOAD_PREFIX, ResolvedCheckpoint, payload_manifest
 from .embedded import EMBEDDED_SOURCE
-from .exceptions import (CheckpointFormatError, ManifestError, ManifestMismatchError, NoCheckpointSourceError,
-                         SourceFailedError, UnsafeCheckpointError)
+from .exceptions import (BeamConditionsError, CheckpointFormatError, ManifestError, ManifestMismatchError,
+                         NoCheckpointSourceError, SourceFailedError, UnsafeCheckpointError)
 from .manifest import Manifest, check_manifest
 
 log = logging.getLogger(__name__)
@@ -322,20 +324,58 @@ class CheckpointRegistry:
                 raise ManifestMismatchError(f"{found.describe()}: {error}") from None
 
     def _resolve_uncached(self, model: str, exp: int, run: int, tags: tuple[str, ...]) -> RegistryCheckpoint:
-        name = payload_name(model)
+        slot, resolved, valid, path, manifest = self._locate(
+            payload_name(model), exp, run, tags, lambda path, payload: payload_manifest(path, payload))
+        found = RegistryCheckpoint(
+            path=Path(path), manifest=manifest, payload_key=resolved.payload.key,
+            payload=resolved.payload, iov=resolved.iov, valid=valid,
+            tag=resolved.tag, source=slot.answering(),
+            demo=policy.demo_reason(manifest, from_embedded=slot.fallback) is not None,
+        )
+        log.info("checkpoint for %s at exp %d run %d: %s", model, exp, run, found.describe())
+        return found
+
+    def resolve_beam_conditions(self, exp: int, run: int, *, campaign: str | Sequence[str] | None = None,
+                                globaltag: str | Sequence[str] | None = DEFAULT_GLOBALTAG) -> ResolvedBeamConditions:
+        """The validated beam conditions (payload ``BeamConditions``) of run (exp, run), by
+        the same source rules and per-run cache as checkpoints; BeamConditionsError for a
+        payload that is not a valid record (the source's authoritative answer)."""
+        for label, value in (("exp", exp), ("run", run)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{label} must be an integer >= 0, got {value!r}")
+        tags = requested_tags(campaign, globaltag)
+        key = (BEAM_PAYLOAD, tags)
+        for entry in self._entries.get(key) or ():
+            if entry.valid.contains(exp, run):
+                return entry
+        with self._lock:
+            slot, resolved, valid, _path, conditions = self._locate(
+                BEAM_PAYLOAD, exp, run, tags,
+                lambda path, payload: read_beam_payload(path, f"{payload.name} r{payload.revision}"))
+            found = ResolvedBeamConditions(conditions=conditions, payload=resolved.payload, iov=resolved.iov,
+                                           valid=valid, tag=resolved.tag, source=slot.answering())
+            log.info("beam conditions at exp %d run %d: %s", exp, run, found.describe())
+            self._entries.setdefault(key, []).insert(0, found)
+        return found
+
+    def _locate(self, name: str, exp: int, run: int, tags: tuple[str, ...], read: Any):
+        """The first source's answer for payload ``name`` at (exp, run), under the source
+        rules of the module docstring: (slot, resolved payload, validity range, verified
+        local path, ``read(path, payload)``). ``read`` runs on the verified file; what it
+        raises about the bytes is the source's authoritative answer."""
         attempts: list[tuple[str, str]] = []
         for slot in self._slots:
             try:
                 source = slot.open()
                 resolved, tag_index = self._resolve_in(source, tags, name, exp, run)
                 path = self.cache.get(resolved.payload, source)
-                manifest = payload_manifest(path, resolved.payload)
+                content = read(path, resolved.payload)
             except _NotKnownHere as reason:
                 attempts.append((slot.description, str(reason)))
                 log.info("conditions source %s skipped: %s", slot.description, reason)
                 continue
             except (NoPayloadFoundError, UnusableTagError, ManifestError, CheckpointFormatError,
-                    UnsafeCheckpointError):
+                    UnsafeCheckpointError, BeamConditionsError):
                 # authoritative answers of a source that has the tag; a payload whose
                 # verified bytes are unreadable or unsafe is that source's answer too
                 raise
@@ -354,14 +394,7 @@ class CheckpointRegistry:
                             slot.description, reason)
                 continue
             valid = self._valid_range(slot, source, tags, tag_index, resolved, exp, run)
-            found = RegistryCheckpoint(
-                path=Path(path), manifest=manifest, payload_key=resolved.payload.key,
-                payload=resolved.payload, iov=resolved.iov, valid=valid,
-                tag=resolved.tag, source=slot.answering(),
-                demo=policy.demo_reason(manifest, from_embedded=slot.fallback) is not None,
-            )
-            log.info("checkpoint for %s at exp %d run %d: %s", model, exp, run, found.describe())
-            return found
+            return slot, resolved, valid, path, content
         summary = "; ".join(f"{where}: {why}" for where, why in attempts)
         hint = ""
         if self.configured and not any(slot.fallback for slot in self._slots):
@@ -446,6 +479,19 @@ class CheckpointRegistry:
 
         return resolver
 
+    def as_beam_resolver(self, *, globaltag: str | Sequence[str] | None = None):
+        """A ``beam_resolver(exp, run, campaign, globaltag)`` for the generator module that
+        resolves beam conditions through this registry (``globaltag`` given here replaces
+        the tags the module passes, e.g. a run-conditions tag separate from the campaigns')."""
+
+        def resolver(exp: int, run: int, module_campaign: Any = None,
+                     module_globaltag: Any = DEFAULT_GLOBALTAG) -> ResolvedBeamConditions:
+            if globaltag is not None:
+                return self.resolve_beam_conditions(exp, run, globaltag=globaltag)
+            return self.resolve_beam_conditions(exp, run, campaign=module_campaign, globaltag=module_globaltag)
+
+        return resolver
+
     # -- housekeeping ---------------------------------------------------------------------
     def clear_cache(self) -> None:
         """Forget every resolved checkpoint (e.g. after editing an OPEN tag)."""
@@ -522,3 +568,14 @@ def clear_cache() -> None:
         for registry in _registries.values():
             registry.close()
         _registries.clear()
+
+
+def resolve_beam_conditions(exp: int, run: int, campaign: str | Sequence[str] | None = None,
+                            globaltag: str | Sequence[str] | None = DEFAULT_GLOBALTAG,
+                            sources: Iterable[SourceSpec] | SourceSpec | None = None, *,
+                            allow_open: bool = False, use_embedded: bool | None = None) -> ResolvedBeamConditions:
+    """The validated beam conditions of run (exp, run): payload ``BeamConditions`` in the
+    campaigns' (or ``globaltag``'s) tags, from the same sources and by the same rules as
+    :func:`resolve_checkpoint`."""
+    registry = get_registry(sources, use_embedded=use_embedded, allow_open=allow_open)
+    return registry.resolve_beam_conditions(exp, run, campaign=campaign, globaltag=globaltag)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from pxdbg.placeholders import untrained_checkpoint  # noqa: E402
-from pxdbg.models import available_models, get_model, model_kind  # noqa: E402
+from pxdbg.models import embedded_models, get_model, model_kind  # noqa: E402
 from registry.build_embedded import build_embedded_store  # noqa: E402
 from registry.embedded import EMBEDDED_STORE_DIR  # noqa: E402
 from registry.manifest import software_versions  # noqa: E402
@@ -106,12 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     given: dict[str, Path] = {}
     for item in args.checkpoints:
         model, sep, file = item.partition("=")
-        if not sep or model not in available_models():
-            parser.error(f"expected MODEL=FILE with MODEL one of {', '.join(available_models())}; got {item!r}")
+        if not sep or model not in embedded_models():
+            parser.error(f"expected MODEL=FILE with MODEL one of {', '.join(embedded_models())}; got {item!r}")
         if not Path(file).is_file():
             parser.error(f"{file}: no such file")
         given[model] = Path(file)
-    missing = [m for m in available_models() if m not in given]
+    missing = [m for m in embedded_models() if m not in given]
     if missing and not (args.untrained or args.keep_embedded):
         parser.error(f"no checkpoint for {', '.join(missing)} (give MODEL=FILE, --keep-embedded or --untrained)")
     if args.untrained and not args.keep_embedded and "sparse" in missing:

@@ -24,6 +24,7 @@ from .validate import validate as _validate  # noqa: E402
 from .generate import generate as _generate  # noqa: E402
 from .overlay import overlay as _overlay  # noqa: E402
 from .train import train as _train  # noqa: E402
+from .beam import beam as _beam  # noqa: E402
 
 main.add_command(_checkpoint)
 main.add_command(_campaign)
@@ -32,3 +33,4 @@ main.add_command(_validate)
 main.add_command(_generate)
 main.add_command(_overlay)
 main.add_command(_train)
+main.add_command(_beam)

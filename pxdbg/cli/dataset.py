@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from ..datasets.synthetic import PRESETS
+from .beam import conditions_options
 from .generate import handle_errors
 
 
@@ -27,22 +28,48 @@ def dataset() -> None:
 @click.option("--campaign", default="nominal", show_default=True,
               type=click.Choice(list(PRESETS)),
               help="Preset of beam conditions; they differ in kind, not only in scale (see pxdbg.datasets.synthetic).")
+@click.option("--luminosity", type=click.FloatRange(min=0), default=None,
+              help="Scale of the luminosity term (= luminosity in 1e34 cm^-2 s^-1) [the preset's].")
+@click.option("--beam-loss", type=click.FloatRange(min=0), default=None,
+              help="Scale of the beam-loss term (both currents times its square root) [the preset's].")
+@click.option("--injection-fraction", type=click.FloatRange(0, 1), default=None,
+              help="Fraction of frames in injection bursts [the preset's].")
+@click.option("--conditions", "conditions_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, metavar="FILE.json",
+              help="Beam conditions as a BeamConditions record, mapped onto the synthetic terms (instead of "
+                   "--luminosity/--beam-loss/--injection-fraction).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @handle_errors
-def synth(n_events: int, seed: int, output: Path, exp: int, run: int, campaign: str, progress: bool) -> None:
+def synth(n_events: int, seed: int, output: Path, exp: int, run: int, campaign: str, luminosity: float | None,
+          beam_loss: float | None, injection_fraction: float | None, conditions_file: Path | None,
+          progress: bool) -> None:
     """Write a synthetic PXD background sample (a stand-in for demos and tests, not physics).
 
     Presets: nominal; high-lumi (the smooth luminosity term dominates); injection (a quarter
-    of the frames in injection bursts); beam-loss (many long grazing tracks); quiet."""
+    of the frames in injection bursts); beam-loss (many long grazing tracks); quiet. The beam
+    conditions (the preset's, or those given) label the file (attribute beam_conditions), so
+    samples for conditioned models (pxdbg train --model sparse-beam) can be made."""
     import time
+    from dataclasses import replace
 
-    from ..datasets.synthetic import write_synthetic
+    from ..datasets.synthetic import beam_conditions_of, config_for_conditions, preset, write_synthetic
 
+    config = preset(campaign)
+    scales = {k: v for k, v in (("luminosity", luminosity), ("beam_loss", beam_loss),
+                                ("injection_fraction", injection_fraction)) if v is not None}
+    if conditions_file is not None:
+        if scales:
+            raise click.UsageError("give --conditions or --luminosity/--beam-loss/--injection-fraction, not both")
+        from registry.beam import BeamConditions
+
+        config = config_for_conditions(BeamConditions.from_file(conditions_file), config)
+    elif scales:
+        config = replace(config, **scales)
     t0 = time.perf_counter()
-    write_synthetic(output, n_events, seed, exp=exp, run=run, progress=progress, campaign=campaign)
+    write_synthetic(output, n_events, seed, exp=exp, run=run, progress=progress, config=config, campaign=campaign)
     dt = time.perf_counter() - t0
-    click.echo(f"wrote {n_events} synthetic events ({campaign}) to {output} in {dt:.1f} s "
-               f"({n_events / dt:.0f} events/s)")
+    click.echo(f"wrote {n_events} synthetic events ({campaign}; beam conditions {beam_conditions_of(config).summary()}) "
+               f"to {output} in {dt:.1f} s ({n_events / dt:.0f} events/s)")
 
 
 @dataset.command("import-root")
@@ -59,19 +86,24 @@ def synth(n_events: int, seed: int, output: Path, exp: int, run: int, campaign: 
 @click.option("--step", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Events read per chunk (bounds memory).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@conditions_options
 @handle_errors
 def import_root_cmd(files: tuple[Path, ...], output: Path, tree: str, branch: str, exp: int, run: int,
-                    threshold: int, max_events: int | None, step: int, progress: bool) -> None:
-    """Import basf2 ROOT files (PXDDigits branches) into one pxd-digits file."""
+                    threshold: int, max_events: int | None, step: int, progress: bool, conditions) -> None:
+    """Import basf2 ROOT files (PXDDigits branches) into one pxd-digits file.
+
+    With --conditions FILE.json (or --luminosity, --her-current, --ler-current and
+    --injection-fraction) the output is labelled with the beam conditions the overlay files
+    were taken under, for training a conditioned model (pxdbg train --model sparse-beam)."""
     from ..datasets.root_import import RootImportError, import_root
 
     try:
         stats = import_root(list(files), output, tree=tree, branch=branch, exp=exp, run=run, step=step,
-                            threshold=threshold, max_events=max_events, progress=progress)
+                            threshold=threshold, max_events=max_events, progress=progress, conditions=conditions)
     except RootImportError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"imported {stats.events} events, {stats.digits_written} digits from {len(stats.files)} file(s) "
-               f"into {output}")
+               f"into {output}" + (f", labelled with beam conditions {conditions.summary()}" if conditions else ""))
     if stats.merged_duplicates or stats.saturated or stats.below_threshold:
         click.echo(f"  merged duplicate pixels: {stats.merged_duplicates}, saturated at 255: {stats.saturated}, "
                    f"dropped below threshold: {stats.below_threshold}")
@@ -89,6 +121,7 @@ def info(file: Path, max_events: int | None, as_json: bool) -> None:
     import json
 
     from .. import provenance
+    from ..datasets.beam_labels import LABEL_ATTR, read_label
     from ..digits import DigitsFormatError, DigitsReader
     from ..sensors import SENSOR_LAYER
     from ..validation.metrics import summarize_file
@@ -112,6 +145,14 @@ def info(file: Path, max_events: int | None, as_json: bool) -> None:
     click.echo(f"  exp/run: {shown}")
     for key in sorted(attrs):
         value = attrs[key]
+        if key == LABEL_ATTR:
+            try:
+                label = read_label(file)
+                click.echo(f"  beam conditions: {label.summary()}")
+                continue
+            except ValueError as error:
+                click.echo(f"  beam conditions: INVALID label ({error})")
+                continue
         text = value.decode() if isinstance(value, bytes) else str(value)
         click.echo(f"  {key}: {text if len(text) < 100 else text[:97] + '...'}")
     if record is not None:

@@ -5,7 +5,9 @@ One run (``--exp/--run``) or a run list crossing IoV boundaries (``--runs`` or
 ``--checkpoint`` fixes it, and is switched only when a run needs another payload.
 Which sources may answer and which checkpoints may be used follows
 :mod:`registry.policy` (``--failover``, ``--allow-demo``, ``--require-production``);
-the output records its provenance (:mod:`pxdbg.provenance`).
+the output records its provenance (:mod:`pxdbg.provenance`). A conditioned model
+(``--model sparse-beam``) gets each run's beam conditions (payload ``BeamConditions``, or
+``--beam-conditions FILE`` for every run), and the output records them per run.
 
 Exit status: 0 when every event was made with a checkpoint from the configured sources;
 1 when the job stopped instead (a source failed, no source knew the tag, a demo
@@ -23,6 +25,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+
+from .beam import BeamOptions, beam_generate_options
+from .beam import announce as announce_beam
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +150,9 @@ def handle_errors(func: Callable) -> Callable:
 @click.option("--runs-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Run list file: one 'RANGES [EVENTS]' per line, # comments.")
 @click.option("--model", default=None,
-              help="Generator model: sparse (digits directly, milliseconds per event), or a GAN: convnet, "
-                   "resnet, ieagan (seconds per event on a CPU). Default: the --checkpoint's model, else sparse.")
+              help="Generator model: sparse (digits directly, milliseconds per event), sparse-beam (the same, "
+                   "made for each run's beam conditions), or a GAN: convnet, resnet, ieagan (seconds per event on "
+                   "a CPU). Default: the --checkpoint's model, else sparse.")
 @click.option("--campaign", "campaigns", multiple=True,
               help="Background campaign (its global tag provides the checkpoints); repeat for a run list "
                    "spanning several, highest priority first.")
@@ -174,12 +180,13 @@ def handle_errors(func: Callable) -> Callable:
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("pxd_background.h5"), show_default=True, help="Output pxd-digits file.")
+@beam_generate_options
 @handle_errors
 def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: Path | None, model: str | None,
              campaigns: tuple[str, ...], globaltag: str, checkpoint: Path | None, sources: tuple[str, ...],
              failover: bool | None, allow_demo: bool | None, require_production: bool | None,
              seed: int | None, device: str,
-             threads: int, batch: int | None, progress: bool | None, output: Path) -> None:
+             threads: int, batch: int | None, progress: bool | None, output: Path, beam: BeamOptions) -> None:
     """Generate PXD background events and write them as a pxd-digits file."""
     import secrets
 
@@ -198,6 +205,7 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
         kind = model_kind(model)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--model") from None
+    beam.check(model)
     if batch is None:
         batch = 64 if kind == SPARSE else 1
     if not output.resolve().parent.is_dir():  # before minutes of generation, not after
@@ -226,7 +234,7 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
     gen = PXDBackgroundGenerator(model=model, checkpoint=checkpoint, seed=seed, nintra=threads,
                                  globaltag=globaltag, campaign=list(campaigns) or None, device=device,
                                  resolver=registry.as_resolver() if registry is not None else None,
-                                 require_production=require_production)
+                                 require_production=require_production, **beam.generator_kwargs(registry))
     gen.initialize()
     total = sum(n for _, _, n in plan)
     attrs = {"generator_model": model, "generator_seed": seed,
@@ -237,7 +245,7 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
     bar = tqdm(total=total, unit="evt", disable=(not progress) if progress is not None else None,
                file=sys.stderr, desc=f"pxdbg generate {model}")
     with DigitsWriter(output, attrs=attrs) as writer:
-        announced = None
+        announced = told = None
         for e, r, n in plan:
             gen.begin_run(e, r)
             if gen.resolved is not announced:  # say where the weights came from at every switch
@@ -246,6 +254,7 @@ def generate(events: int, exp: int, run: int, runs_spec: str | None, runs_file: 
                 if gen.demo:
                     bar.write("WARNING: this is a DEMO checkpoint, not a physics model: its events are not "
                               "physics background (--require-production refuses it)", file=sys.stderr)
+            told = announce_beam(gen, e, r, lambda text: bar.write(text, file=sys.stderr), told)
             recorder.add_run(e, r, n, gen)
             done = 0
             while done < n:

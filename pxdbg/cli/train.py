@@ -2,6 +2,7 @@
 
     pxdbg train --model sparse --data train.h5 -o runs/sparse
     pxdbg train --model sparse --data a.h5 b.h5 --validation heldout.h5 -o runs/sparse
+    pxdbg train --model sparse-beam --data lumi0.5.h5 lumi1.h5 lumi2.h5 -o runs/sparse-beam
     pxdbg train --model resnet --data train.h5 --steps 2000 --batch 8 -o runs/resnet
     pxdbg train --model resnet --data train.h5 --steps 4000 --resume -o runs/resnet
     pxdbg train --model ieagan --data train.h5 --steps 300 --ema-decay 0.99 --ema-start 100 -o runs/ieagan
@@ -12,7 +13,10 @@ and plots go to ``validation/``. convnet and resnet train with WGAN-GP, ieagan w
 IEA-GAN objective (one event of 40 sensor images per step); their run directory receives
 ``checkpoints/``, ``metrics.jsonl``, ``config.json`` and the resumable training state. Every
 run ends with the checkpoint ``<model>.safetensors`` (safetensors with a manifest), whose
-path is printed last.
+path is printed last. The beam-conditioned sparse model (``sparse-beam``) is fitted the same
+way to several files labelled with their beam conditions (``pxdbg dataset synth
+--luminosity ...``, ``pxdbg dataset import-root --conditions ...``); files with equal
+conditions are one sample, and each sample's held-out events validate it.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ import click
 
 
 @click.command("train")
-@click.option("--model", required=True, type=click.Choice(["sparse", "convnet", "resnet", "ieagan"]),
-              help="Generator to train.")
+@click.option("--model", required=True, type=click.Choice(["sparse", "sparse-beam", "convnet", "resnet", "ieagan"]),
+              help="Generator to train (sparse-beam: several samples labelled with their beam conditions).")
 @click.option("--data", "data", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Training sample (pxd-digits HDF5); sparse: several files may follow (--data A B ...).")
 @click.argument("more_data", nargs=-1, type=click.Path(exists=True, dir_okay=False))
@@ -70,26 +74,44 @@ import click
 @click.option("--max-events", type=click.IntRange(min=1), default=None,
               help="Use only the first N events of the training sample.")
 @click.option("--campaign", default=None, help="Background campaign recorded in the manifest.")
+@click.option("--max-extrapolation", type=click.FloatRange(min=0), default=None,
+              help="sparse-beam: how far beyond the training conditions generation may go unforced, in units "
+                   "of each driver's largest trained value [0.5].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-plots", is_flag=True,
+              help="sparse, sparse-beam: write the held-out validation's report.json without its plots.")
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory.")
 def train(model, data, more_data, steps, holdout, validation, floor, library_mb, batch, width, lr, lr_g, lr_d, n_critic,
           ema_decay, ema_start, seed, device, threads, resume, validate_every, validate_events, checkpoint_every,
-          max_events, campaign, no_progress, run_dir):
+          max_events, campaign, max_extrapolation, no_progress, no_plots, run_dir):
     """Train a generator and write its checkpoint (safetensors with a manifest)."""
     data = list(data) + list(more_data)
-    if model == "sparse":
+    if max_extrapolation is not None and model != "sparse-beam":
+        raise click.UsageError("--max-extrapolation applies to the sparse-beam model only")
+    if model in ("sparse", "sparse-beam"):
         gan_only = {"--steps": steps, "--batch": batch, "--width": width, "--lr": lr, "--lr-g": lr_g,
                     "--lr-d": lr_d, "--n-critic": n_critic, "--ema-decay": ema_decay, "--ema-start": ema_start,
                     "--resume": resume or None, "--threads": threads}
         given = [name for name, value in gan_only.items() if value is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: GAN options; the sparse model is fitted in one pass")
+        if model == "sparse-beam":
+            if validation or floor:
+                raise click.UsageError("sparse-beam validates on each sample's held-out events (--holdout); "
+                                       "--validation and --floor apply to the sparse model")
+            _train_sparse_beam(data, run_dir, holdout=holdout, library_mb=library_mb, seed=seed,
+                               max_events=max_events, campaign=campaign, validate_events=validate_events,
+                               max_extrapolation=max_extrapolation, progress=not no_progress,
+                               plots=not no_plots)
+            return
         _train_sparse(data, run_dir, holdout=holdout, validation=validation, floor=floor, library_mb=library_mb,
                       seed=seed,
                       max_events=max_events, campaign=campaign, validate_events=validate_events,
-                      progress=not no_progress)
+                      progress=not no_progress, plots=not no_plots)
         return
+    if no_plots:
+        raise click.UsageError("--no-plots applies to the sparse models")
     if len(data) != 1:
         raise click.UsageError(f"{model} trains on one --data file, got {len(data)}")
     data = data[0]
@@ -154,7 +176,7 @@ def train(model, data, more_data, steps, holdout, validation, floor, library_mb,
 
 
 def _train_sparse(data, run_dir, *, holdout, validation, floor, library_mb, seed, max_events, campaign,
-                  validate_events, progress) -> None:
+                  validate_events, progress, plots) -> None:
     from ..digits import DigitsFormatError
     from ..training.sparse import DEFAULT_LIBRARY_MEGABYTES, SparseTrainConfig, train_sparse
 
@@ -163,7 +185,8 @@ def _train_sparse(data, run_dir, *, holdout, validation, floor, library_mb, seed
         library_megabytes=library_mb or DEFAULT_LIBRARY_MEGABYTES, max_events=max_events, campaign=campaign,
         validate_events=validate_events or None)
     try:
-        path = train_sparse(data, run_dir, config, validation=validation, floor=floor, progress=progress)
+        path = train_sparse(data, run_dir, config, validation=validation, floor=floor, progress=progress,
+                            plots=plots)
     except (ValueError, DigitsFormatError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
@@ -180,3 +203,38 @@ def _train_sparse(data, run_dir, *, holdout, validation, floor, library_mb, seed
     if shown:
         click.echo("validation: " + json.dumps(shown, sort_keys=True), err=True)
     click.echo(f"checkpoint: {path}")
+
+
+def _train_sparse_beam(data, run_dir, *, holdout, library_mb, seed, max_events, campaign, validate_events,
+                       max_extrapolation, progress, plots) -> None:
+    from ..digits import DigitsFormatError
+    from ..models.sparse_beam import DEFAULT_MAX_EXTRAPOLATION
+    from ..training.sparse import DEFAULT_LIBRARY_MEGABYTES, SparseTrainConfig
+    from ..training.sparse_beam import train_sparse_beam
+
+    config = SparseTrainConfig(
+        holdout=holdout if holdout is not None else 0.2, seed=seed or 0,
+        library_megabytes=library_mb or DEFAULT_LIBRARY_MEGABYTES, max_events=max_events, campaign=campaign,
+        validate_events=validate_events or None)
+    limit = DEFAULT_MAX_EXTRAPOLATION if max_extrapolation is None else max_extrapolation
+    try:
+        path = train_sparse_beam(data, run_dir, config, max_extrapolation=limit, progress=progress, plots=plots)
+    except (ValueError, DigitsFormatError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"{exc.strerror or exc} ({exc.filename or run_dir})") from exc
+    from registry.beam import BeamConditions
+    from registry.checkpoint import read_manifest
+
+    manifest = read_manifest(path)
+    for j, sample in enumerate(manifest.model_config["samples"]):
+        held = sample.get("heldout", {})
+        conditions = BeamConditions.from_mapping(sample["conditions"], f"sample {j}")
+        line = f"sample {j}: {sample['training_events']} training events at {conditions.summary()}"
+        if held:
+            occupancy_error = held.get("occupancy_mean_abs_relative_error", float("nan"))
+            line += (f"; held out: occupancy |rel. error| {occupancy_error:.1%}, "
+                     f"Frechet {held.get('frechet_distance', float('nan')):.3g}")
+        click.echo(line, err=True)
+    click.echo(f"checkpoint: {path}")
+

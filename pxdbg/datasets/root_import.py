@@ -223,11 +223,13 @@ def iter_root_blocks(path: str | Path, *, tree: str = "tree", branch: str = "PXD
 
 def import_root(paths: Sequence[str | Path] | str | Path, output: str | Path, *, tree: str = "tree",
                 branch: str = "PXDDigits", exp: int = 0, run: int = 0, step: int = 1000, threshold: int = 1,
-                max_events: int | None = None, progress: bool = False) -> ImportStats:
+                max_events: int | None = None, progress: bool = False, conditions=None) -> ImportStats:
     """Convert one or more basf2 ROOT files into one pxd-digits file (atomically).
 
     ``exp``/``run`` are used where a file has no EventMetaData. Returns the import statistics,
-    which also go into the output file's attributes.
+    which also go into the output file's attributes. ``conditions`` (a
+    :class:`registry.beam.BeamConditions`) labels the output with the beam conditions the
+    overlay files were taken under, for training conditioned models.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -252,7 +254,10 @@ def import_root(paths: Sequence[str | Path] | str | Path, output: str | Path, *,
         if max_events is not None:
             total = min(total, max_events)
         bar = tqdm(total=total, desc="import", unit="evt")
-    attrs = {"source": "basf2 ROOT import (pxdbg.datasets.root_import)", "source_branch": branch}
+    from .beam_labels import label_attrs
+
+    attrs = {"source": "basf2 ROOT import (pxdbg.datasets.root_import)", "source_branch": branch,
+             **label_attrs(conditions)}
     try:
         with DigitsWriter(output, attrs=attrs) as writer:
             for p in paths:

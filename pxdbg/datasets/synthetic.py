@@ -179,6 +179,36 @@ class SyntheticConfig:
         return lumi, loss
 
 
+#: The beam conditions of the synthetic sample at its defaults (``luminosity = beam_loss =
+#: 1``): how its relative scales are written as absolute :class:`~registry.beam.BeamConditions`
+#: labels. Luminosity scales the luminosity term; the beam-loss term grows with the square of
+#: the currents (Touschek and beam-gas), so ``beam_loss = b`` means both currents times
+#: ``sqrt(b)``; the injection fraction is the same number.
+NOMINAL_LUMINOSITY = 1.0  # 1e34 cm^-2 s^-1
+NOMINAL_HER_CURRENT = 1000.0  # mA
+NOMINAL_LER_CURRENT = 1200.0  # mA
+
+
+def beam_conditions_of(config: SyntheticConfig):
+    """The :class:`~registry.beam.BeamConditions` label of a sample made with ``config``."""
+    from registry.beam import BeamConditions
+
+    root = config.beam_loss ** 0.5
+    return BeamConditions(luminosity=config.luminosity * NOMINAL_LUMINOSITY, her_current=root * NOMINAL_HER_CURRENT,
+                          ler_current=root * NOMINAL_LER_CURRENT, injection_fraction=config.injection_fraction)
+
+
+def config_for_conditions(conditions, base: SyntheticConfig | None = None) -> SyntheticConfig:
+    """``base`` (default: nominal) with the relative scales that give ``conditions`` (a
+    :class:`~registry.beam.BeamConditions`): the inverse of :func:`beam_conditions_of`. The
+    two rings' currents enter through the sum of their squares."""
+    beam_loss = ((conditions.her_current ** 2 + conditions.ler_current ** 2)
+                 / (NOMINAL_HER_CURRENT ** 2 + NOMINAL_LER_CURRENT ** 2))
+    # Rounded to 12 significant digits: a label written by beam_conditions_of maps back exactly.
+    return replace(base or SyntheticConfig(), luminosity=float(f"{conditions.luminosity / NOMINAL_LUMINOSITY:.12g}"),
+                   beam_loss=float(f"{beam_loss:.12g}"), injection_fraction=conditions.injection_fraction)
+
+
 #: Sample presets that differ in kind, not only in scale (``pxdbg dataset synth --campaign``).
 PRESETS: dict[str, SyntheticConfig] = {
     "nominal": SyntheticConfig(),
@@ -435,15 +465,19 @@ def write_synthetic(path: str | Path, n_events: int, seed: int = 0, *, config: S
 
     Events are numbered ``first_event, first_event + 1, ...`` in experiment ``exp``, run
     ``run``. ``campaign`` names a preset (:data:`PRESETS`) used when no ``config`` is given.
-    The seed, the preset name and the configuration go into the file attributes.
+    The seed, the preset name, the configuration and the beam conditions it stands for
+    (:func:`beam_conditions_of`, attribute ``beam_conditions``) go into the file attributes.
     """
     if n_events < 0:
         raise ValueError("n_events must not be negative")
     if config is None and campaign is not None:
         config = preset(campaign)
     gen = SyntheticBackground(config, seed)
+    from .beam_labels import label_attrs
+
     attrs = {"generator": "pxdbg.datasets.synthetic", "description": DESCRIPTION, "seed": int(seed),
-             "synthetic_config": gen.config.to_json(), "synthetic_campaign": campaign or ""}
+             "synthetic_config": gen.config.to_json(), "synthetic_campaign": campaign or "",
+             **label_attrs(beam_conditions_of(gen.config))}
     bar = None
     if progress:
         from tqdm import tqdm

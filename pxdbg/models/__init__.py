@@ -8,7 +8,8 @@ Two kinds share this contract (see ``KIND`` in each module):
   ``generate(model, generator=None, n_events=1, *, latents=None, images_per_forward=None)``,
   uint8 events ``(n_events, 40, 250, 768)`` (image i of an event is sensor i, in
   :mod:`pxdbg.sensors` order); ``LATENT_DIM`` and ``THRESHOLD`` (zero suppression in ADU).
-* **sparse** models (``sparse``) emit digits directly and are never densified unless a
+* **sparse** models (``sparse``; ``sparse-beam``, conditioned on each run's beam
+  conditions) emit digits directly and are never densified unless a
   caller asks for images. Their module provides ``load(path)`` (a model object whose
   ``generate_events(keys)`` makes one :class:`~pxdbg.digits.PXDDigits` per event key) and
   ``save(model, path, manifest)``; they are fitted to data
@@ -23,10 +24,14 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
-#: Names of the available models, each the name of a module in this package; the first is
-#: the default of ``pxdbg generate`` and of the generator module.
-MODELS = ("sparse", "convnet", "resnet", "ieagan")
+#: Names of the available models, each the name of a module in this package (``-`` written
+#: ``_``); the first is the default of ``pxdbg generate`` and of the generator module.
+MODELS = ("sparse", "convnet", "resnet", "ieagan", "sparse-beam")
 DEFAULT_MODEL = MODELS[0]
+#: The models whose default (demo) checkpoint ships in the embedded store. A conditioned
+#: model is useful only with beam conditions from a real conditions database, so it ships
+#: none: it is trained (``pxdbg train --model sparse-beam``) and uploaded per campaign.
+EMBEDDED_MODELS = ("sparse", "convnet", "resnet", "ieagan")
 DENSE, SPARSE = "dense", "sparse"
 
 _REQUIRED = {
@@ -39,13 +44,18 @@ def available_models() -> tuple[str, ...]:
     return MODELS
 
 
+def embedded_models() -> tuple[str, ...]:
+    """The models with a default checkpoint in the embedded store."""
+    return EMBEDDED_MODELS
+
+
 def get_model(name: str) -> ModuleType:
     """The module implementing model ``name``; TypeError/ValueError for a bad name."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r} (available: {', '.join(MODELS)})")
-    module = import_module(f".{name}", __name__)
+    module = import_module(f".{name.replace('-', '_')}", __name__)
     kind = getattr(module, "KIND", DENSE)
     missing = [attr for attr in _REQUIRED.get(kind, ("KIND",)) if not hasattr(module, attr)]
     if missing:  # a developer error: the registry lists a module that is not a model

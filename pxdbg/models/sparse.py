@@ -113,6 +113,114 @@ def _key_entropy(key: Sequence[int] | int) -> list[int]:
     return [int(k) & _SEED_MASK for k in key]
 
 
+def event_stream(key: Sequence[int] | int) -> np.random.Generator:
+    """The random stream of the event with ``key`` (see the module docstring)."""
+    return np.random.default_rng(np.random.SeedSequence(_key_entropy(key)))
+
+
+@dataclass
+class RankIndex:
+    """Training events in rank order of their count on a channel, and the cumulative
+    library clusters along that order: what the cluster pools are drawn from.
+
+    One *row* per (group of training events, channel), row ``g * N_CHANNELS + channel``; a
+    group is a run of consecutive training events (the whole sample for the sparse model,
+    one labelled sample each for :mod:`pxdbg.models.sparse_beam`). Rows are flattened
+    into single arrays whose values are shifted row by row so that they increase, so that
+    one ``searchsorted`` serves every row at once.
+    """
+
+    #: Sorted counts of each row, shifted by ``count_shift[row]``; row r starts at ``pos[r]``.
+    count_flat: np.ndarray
+    count_shift: np.ndarray
+    pos: np.ndarray
+    #: Events and window width (pool size in events) of each row.
+    n: np.ndarray
+    k: np.ndarray
+    #: Training event (index over all groups) at each rank, flattened like ``count_flat``.
+    order_flat: np.ndarray
+    #: Cumulative library clusters along the rank order (rows of n + 1, shifted to increase).
+    cum_flat: np.ndarray
+    cum_shift: np.ndarray
+    cum_pos: np.ndarray
+
+    @classmethod
+    def build(cls, event_counts: np.ndarray, library_counts: np.ndarray, group_start: np.ndarray,
+              group_k: np.ndarray) -> "RankIndex":
+        """Rows for the groups of events ``[group_start[g], group_start[g + 1])`` with
+        window widths ``group_k[g]``. Ties are ordered at random, by a fixed seed."""
+        tiebreak = np.random.default_rng(0).random(event_counts.shape)
+        counts, orders, cums, ns, ks = [], [], [], [], []
+        for g in range(len(group_start) - 1):
+            a, b = int(group_start[g]), int(group_start[g + 1])
+            order = np.lexsort((tiebreak[a:b], event_counts[a:b]), axis=0).T  # (120, n)
+            counts.append(np.take_along_axis(event_counts[a:b].T.astype(np.int64), order, axis=1))
+            per_rank = np.take_along_axis(library_counts[a:b].T.astype(np.int64), order, axis=1)
+            cum = np.zeros((N_CHANNELS, b - a + 1), np.int64)
+            np.cumsum(per_rank, axis=1, out=cum[:, 1:])
+            orders.append(order + a)
+            cums.append(cum)
+            ns.append(np.full(N_CHANNELS, b - a, np.int64))
+            ks.append(np.full(N_CHANNELS, int(group_k[g]), np.int64))
+        n = np.concatenate(ns)
+        table_rows = [row for t in counts for row in t]
+        cum_rows = [row for c in cums for row in c]
+        count_shift = np.zeros(len(n), np.int64)
+        np.cumsum([int(r[-1]) + 2 for r in table_rows[:-1]], out=count_shift[1:])
+        cum_shift = np.zeros(len(n), np.int64)
+        np.cumsum([int(r[-1]) + 1 for r in cum_rows[:-1]], out=cum_shift[1:])
+        pos = np.zeros(len(n), np.int64)
+        np.cumsum(n[:-1], out=pos[1:])
+        return cls(
+            count_flat=np.concatenate([r + s for r, s in zip(table_rows, count_shift)]), count_shift=count_shift,
+            pos=pos, n=n, k=np.concatenate(ks), order_flat=np.concatenate([o.reshape(-1) for o in orders]),
+            cum_flat=np.concatenate([r + s for r, s in zip(cum_rows, cum_shift)]), cum_shift=cum_shift,
+            cum_pos=pos + np.arange(len(n), dtype=np.int64),
+        )
+
+    def windows(self, rows: np.ndarray, counts: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """First rank of the window of ``k`` consecutive ranks of each row whose counts are
+        nearest to ``counts`` (smallest largest distance), centred on the count's rank among
+        equally near ones: near a gap between kinds of event the window grows away from the
+        gap. The count's rank is uniform (``u``) within a block of equal counts, or between
+        blocks for a count the row never had."""
+        pos, n, k, shift = self.pos[rows], self.n[rows], self.k[rows], self.count_shift[rows]
+        flat = self.count_flat
+        # A count above a row's largest ranks after it, not among the next row's counts.
+        query = np.minimum(counts, flat[pos + n - 1] - shift + 1) + shift
+        lo = np.searchsorted(flat, query, side="left") - pos
+        hi = np.searchsorted(flat, query, side="right") - pos
+        rank = np.where(hi > lo, lo + np.floor(u * (hi - lo)), lo).astype(np.int64)
+        k_max = int(k.max())
+        start = np.clip(rank[:, None] + np.arange(-k_max, 1)[None, :], 0, (n - k)[:, None])  # (rows, k_max + 1)
+        first = flat[pos[:, None] + start] - shift[:, None]
+        last = flat[pos[:, None] + start + k[:, None] - 1] - shift[:, None]
+        radius = np.maximum(counts[:, None] - first, last - counts[:, None])
+        off_centre = np.abs(start + (k[:, None] - 1) / 2.0 - rank[:, None])
+        best = np.argmin(radius * (2.0 * n[:, None] + 2.0) + off_centre, axis=1)
+        return start[np.arange(len(rows)), best]
+
+    def choose(self, row: np.ndarray, start: np.ndarray, u0: np.ndarray, library_start: np.ndarray,
+               channel: np.ndarray) -> np.ndarray:
+        """Library index of one cluster per draw: uniform (``u0``) among the library clusters
+        of the training events of window (``row``, ``start``); -1 for an empty window.
+
+        One dimension per channel keeps every training event equally used on average;
+        nearest neighbours in all 120 dimensions would favour a few central "hub" events and
+        overuse their clusters.
+        """
+        cum_pos, shift = self.cum_pos[row], self.cum_shift[row]
+        lo = self.cum_flat[cum_pos + start] - shift
+        total = self.cum_flat[cum_pos + start + self.k[row]] - shift - lo
+        target = lo + np.minimum(np.floor(u0 * total).astype(np.int64), np.maximum(total - 1, 0))
+        # The rank whose clusters hold `target`, for all rows in one searchsorted.
+        at = np.searchsorted(self.cum_flat, target + shift, side="right") - 1
+        rank = np.clip(at - cum_pos, 0, self.n[row] - 1)
+        train_event = self.order_flat[self.pos[row] + rank]
+        index = library_start[train_event, channel] + (target - (self.cum_flat[cum_pos + rank] - shift))
+        return np.where(total > 0, index, -1)
+
+
 @dataclass
 class SparseModel:
     """A fitted sparse model (see the module docstring). Build one with
@@ -254,24 +362,10 @@ class SparseModel:
         lib_start = np.zeros(self.library_counts.size + 1, np.int64)
         np.cumsum(self.library_counts.reshape(-1), out=lib_start[1:])
         d["library_start"] = lib_start[:-1].reshape(self.library_counts.shape)
-        # Training events in rank order of each channel's count (ties in a fixed random
-        # order), and the cumulative library counts along that order; rows shifted so that
-        # the flattened arrays increase and one searchsorted serves every channel.
-        tiebreak = np.random.default_rng(0).random(self.event_counts.shape)
-        order = np.lexsort((tiebreak, self.event_counts), axis=0).T  # (120, N)
-        table = np.take_along_axis(self.event_counts.T.astype(np.int64), order, axis=1)  # sorted counts
-        big = int(table.max()) + 2
-        d["count_row_offset"] = np.arange(N_CHANNELS, dtype=np.int64) * big
-        d["count_table_flat"] = (table + d["count_row_offset"][:, None]).reshape(-1)
-        d["rank_order"] = order
-        per_rank = np.take_along_axis(self.library_counts.T.astype(np.int64), order, axis=1)
-        cum = np.zeros((N_CHANNELS, n_train + 1), np.int64)
-        np.cumsum(per_rank, axis=1, out=cum[:, 1:])
-        d["rank_cumulative"] = cum
-        row_offset = np.zeros(N_CHANNELS, np.int64)
-        np.cumsum(cum[:-1, -1] + 1, out=row_offset[1:])
-        d["rank_row_offset"] = row_offset
-        d["rank_cumulative_flat"] = (cum + row_offset[:, None]).reshape(-1)
+        # Training events in rank order of each channel's count, for the cluster pools.
+        n = self.n_training_events
+        d["ranks"] = RankIndex.build(self.event_counts, self.library_counts, np.array([0, n]),
+                                     np.array([self.neighbours]))
 
     # -- generation ------------------------------------------------------------------------
 
@@ -297,7 +391,7 @@ class SparseModel:
         """Everything random about one event, drawn from the event's own stream: for each
         channel its cluster count and the first rank of the training events its clusters are
         drawn from; uniforms for choosing and placing each cluster."""
-        rng = np.random.default_rng(np.random.SeedSequence(_key_entropy(key)))
+        rng = event_stream(key)
         n = self.n_training_events
         parent = int(rng.integers(n))
         # A step along the line through the drawn event and its neighbour, centred on the
@@ -307,57 +401,28 @@ class SparseModel:
         step = 0.5 * (rng.random() - 0.5)
         value = (1.0 - step) * self.event_counts[parent] + step * self.event_counts[self.partner[parent]]
         counts = np.maximum(np.floor(value + rng.random(N_CHANNELS)), 0).astype(np.int64)
-        # Where the new count ranks among the training counts: uniformly within the block
-        # of equal counts, or between blocks for a count the training sample never had.
-        rows = np.arange(N_CHANNELS)
-        flat = self._derived["count_table_flat"]
-        offset = self._derived["count_row_offset"]
-        lo = np.searchsorted(flat, counts + offset, side="left") - rows * n
-        hi = np.searchsorted(flat, counts + offset, side="right") - rows * n
-        rank = np.where(hi > lo, lo + np.floor(rng.random(N_CHANNELS) * (hi - lo)), lo).astype(np.int64)
-        # The window of `neighbours` consecutive ranks whose counts are nearest to the new
-        # count (smallest largest distance), centred on its rank among equally near ones:
-        # near a gap between kinds of event the window grows away from the gap.
-        k = self.neighbours
-        start = np.clip(rank[:, None] + np.arange(-k, 1)[None, :], 0, n - k)  # (120, k + 1)
-        table = flat.reshape(N_CHANNELS, n) - offset[:, None]
-        first = np.take_along_axis(table, start, axis=1)
-        last = np.take_along_axis(table, start + k - 1, axis=1)
-        radius = np.maximum(counts[:, None] - first, last - counts[:, None])
-        off_centre = np.abs(start + (k - 1) / 2.0 - rank[:, None])
-        best = np.argmin(radius * (2.0 * n + 2.0) + off_centre, axis=1)
-        start = start[rows, best]
+        start = self._derived["ranks"].windows(np.arange(N_CHANNELS), counts, rng.random(N_CHANNELS))
         uniforms = rng.random((int(counts.sum()), 2 + PLACEMENT_ROUNDS))
         return start, counts, uniforms
 
     def _choose_clusters(self, counts: np.ndarray, starts: np.ndarray, u0: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Library index (-1: none available), event and channel of each new cluster, in
-        the order of the draws (events, then channels).
-
-        The clusters of a channel come from the training events whose count on that
-        channel is nearest to the new event's: a window of ``neighbours`` consecutive
-        ranks (``starts``, from :meth:`_event_draws`), each library cluster in it equally
-        likely. One dimension per channel keeps every training event equally used on
-        average; nearest neighbours in all 120 dimensions would favour a few central "hub"
-        events and overuse their clusters.
-        """
-        d = self._derived
-        n_train, k = self.n_training_events, self.neighbours
+        the order of the draws (events, then channels); see :meth:`RankIndex.choose`."""
         rows = np.repeat(np.arange(counts.size), counts.reshape(-1))
         event, channel = np.divmod(rows, N_CHANNELS)
-        start = starts.reshape(-1)[rows]
-        cum = d["rank_cumulative"]
-        lo = cum[channel, start]
-        total = cum[channel, start + k] - lo
-        target = lo + np.minimum(np.floor(u0 * total).astype(np.int64), np.maximum(total - 1, 0))
-        # The rank whose clusters hold `target`, for all channels in one searchsorted.
-        pos = np.searchsorted(d["rank_cumulative_flat"], target + d["rank_row_offset"][channel], side="right") - 1
-        rank = np.clip(pos - channel * (n_train + 1), 0, n_train - 1)
-        train_event = d["rank_order"][channel, rank]
-        index = d["library_start"][train_event, channel] + (target - cum[channel, rank])
-        # No clusters of this channel in the window: draw from all training events.
-        empty = total == 0
+        index = self.choose_in_windows(channel, starts.reshape(-1)[rows], u0, channel)
+        return index, event, channel
+
+    def choose_in_windows(self, row: np.ndarray, start: np.ndarray, u0: np.ndarray, channel: np.ndarray,
+                          ranks: RankIndex | None = None) -> np.ndarray:
+        """Library index of one cluster per draw: from the window (``row`` of the rank index
+        ``ranks``, default the model's own; first rank ``start``) picked by uniform ``u0``; a
+        window without clusters of the channel falls back to the channel's clusters in any
+        training event (-1: none)."""
+        d = self._derived
+        index = (ranks or d["ranks"]).choose(row, start, u0, d["library_start"], channel)
+        empty = index < 0
         if empty.any():
             c = channel[empty]
             lo_c = d["channel_start"][c]
@@ -365,7 +430,7 @@ class SparseModel:
             pick = lo_c + np.minimum(np.floor(u0[empty] * n_c).astype(np.int64), np.maximum(n_c - 1, 0))
             members = d["group_members"]
             index[empty] = np.where(n_c > 0, members[np.minimum(pick, max(len(members) - 1, 0))], -1)
-        return index, event, channel
+        return index
 
     def _positions(self, index: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Centre (u, v) for library clusters ``index``: the position of another library
@@ -386,9 +451,15 @@ class SparseModel:
         return pu, pv
 
     def _place(self, counts: np.ndarray, starts: np.ndarray, allu: np.ndarray) -> tuple[np.ndarray, PXDDigits]:
-        d = self._derived
-        n_events = len(counts)
         index, event, channel = self._choose_clusters(counts, starts, allu[:, 0])
+        return self.place_clusters(index, event, channel, allu, len(counts))
+
+    def place_clusters(self, index: np.ndarray, event: np.ndarray, channel: np.ndarray, allu: np.ndarray,
+                       n_events: int) -> tuple[np.ndarray, PXDDigits]:
+        """Digits of ``n_events`` events made of library clusters ``index`` (-1: skipped) of
+        events ``event`` and channels ``channel``, placed with the uniforms ``allu[:, 1:]``
+        (see the module docstring), as ``(offsets, digits)``."""
+        d = self._derived
         keep = index >= 0
         if not keep.all():
             index, event, channel, allu = index[keep], event[keep], channel[keep], allu[keep]

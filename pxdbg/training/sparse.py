@@ -155,12 +155,23 @@ def fit_sparse(sources: Sequence[TrainingEvents | str | Path], *, seed: int = 0,
     sources = [s if isinstance(s, TrainingEvents) else TrainingEvents(Path(s)) for s in sources]
     if not sources:
         raise ValueError("give at least one training file")
-    n_events, owner, cu, cv, size, du, dv, charge = read_training_events(sources, progress=progress)
+    clusters = read_training_events(sources, progress=progress)
+    return build_sparse(clusters, seed=seed, library_megabytes=library_megabytes)
+
+
+def build_sparse(clusters: tuple, *, seed: int = 0, library_megabytes: float = DEFAULT_LIBRARY_MEGABYTES,
+                 group_start: np.ndarray | None = None) -> SparseModel:
+    """The sparse model of clustered training events (what :func:`read_training_events`
+    returns). ``group_start``: events ``[group_start[g], group_start[g + 1])`` form group
+    g, e.g. one labelled sample each; a training event's partner is then its nearest
+    neighbour within its own group (default: one group)."""
+    n_events, owner, cu, cv, size, du, dv, charge = clusters
     if n_events < 2:
         raise ValueError(f"the sparse model needs at least 2 training events, got {n_events}")
     if len(size) == 0:
         raise ValueError("the training events hold no fired pixels")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & ((1 << 64) - 1), 0x5BA25E]))
+    group_start = np.array([0, n_events]) if group_start is None else np.asarray(group_start, np.int64)
 
     # Channels (sensor, kind); the library ordered by (event, channel).
     kind_edges = kind_edges_of(size)
@@ -193,7 +204,8 @@ def fit_sparse(sources: Sequence[TrainingEvents | str | Path], *, seed: int = 0,
     library_counts = np.bincount(slot, minlength=n_events * N_CHANNELS).reshape(n_events, N_CHANNELS)
 
     # Event level: each event's nearest neighbour, and the pool resolution.
-    partner = nearest_partners(_normal_scores(counts))
+    partner = np.concatenate([nearest_partners(_normal_scores(counts[a:b])) + a
+                              for a, b in zip(group_start[:-1], group_start[1:])]).astype(np.int32)
     neighbours = max(1, min(n_events, int(round(math.sqrt(n_events)))))
     log.info("sparse: %d events, %d clusters in the library, %d neighbours", n_events, len(size), neighbours)
     offset_dtype = np.int8 if small else np.int16
@@ -283,6 +295,21 @@ def _summarize_events(sources: Sequence[TrainingEvents]):
     return acc.summary()
 
 
+def check_training_files(data: Sequence[str | Path], config: SparseTrainConfig,
+                         others: Sequence[str | Path] = ()) -> list[Path]:
+    """The training files as paths, after checking that there are some, that they (and
+    ``others``) exist, and that the hold-out fraction is usable."""
+    files = [Path(p) for p in data]
+    if not files:
+        raise ValueError("give at least one training file")
+    if not 0.0 <= config.holdout < 1.0:
+        raise ValueError(f"holdout must be in [0, 1), got {config.holdout}")
+    for path in files + [Path(p) for p in others]:
+        if not path.is_file():
+            raise ValueError(f"no such training file: {path}")
+    return files
+
+
 def validate_sparse(model: SparseModel, reference, n_events: int, *, seed: int = 0, floor=None):
     """Compare ``n_events`` generated events with a reference summary (and a floor)."""
     from ..validation.metrics import SummaryAccumulator, compare
@@ -298,7 +325,7 @@ def validate_sparse(model: SparseModel, reference, n_events: int, *, seed: int =
 
 def train_sparse(data: Sequence[str | Path], run_dir: str | Path, config: SparseTrainConfig | None = None, *,
                  validation: str | Path | None = None, floor: str | Path | None = None,
-                 progress: bool = False) -> Path:
+                 progress: bool = False, plots: bool = True) -> Path:
     """Fit the sparse model to ``data`` and write ``<run_dir>/sparse.safetensors`` (with the
     manifest), ``config.json`` and, with held-out events, ``validation/report.json`` and its
     plots. Returns the checkpoint path."""
@@ -310,16 +337,9 @@ def train_sparse(data: Sequence[str | Path], run_dir: str | Path, config: Sparse
     from ..models import sparse as sparse_model
 
     config = config or SparseTrainConfig()
-    files = [Path(p) for p in data]
-    if not files:
-        raise ValueError("give at least one training file")
-    if not 0.0 <= config.holdout < 1.0:
-        raise ValueError(f"holdout must be in [0, 1), got {config.holdout}")
+    files = check_training_files(data, config, [p for p in (validation, floor) if p is not None])
     if floor is not None and validation is None:
         raise ValueError("a floor sample needs a --validation sample from the same source")
-    for path in files + [Path(p) for p in (validation, floor) if p is not None]:
-        if not path.is_file():
-            raise ValueError(f"no such training file: {path}")
     run_dir = Path(run_dir)
     if (run_dir / "sparse.safetensors").exists():
         raise ValueError(f"{run_dir} already holds a sparse checkpoint; use another directory")
@@ -344,9 +364,10 @@ def train_sparse(data: Sequence[str | Path], run_dir: str | Path, config: Sparse
         doc["inputs"] = {"reference": "held-out events" if validation is None else str(validation),
                          "generated_events": n_val}
         (out / "report.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
-        from ..validation.plots import write_plots
+        if plots:
+            from ..validation.plots import write_plots
 
-        write_plots(generated, reference, report, out)
+            write_plots(generated, reference, report, out)
         metrics.update({f"heldout_{k}": float(v) for k, v in report.scalars().items() if v is not None
                         and math.isfinite(v)})
         metrics.update({"heldout_generated_events": float(n_val), "heldout_reference_events": float(reference.n_events)})

@@ -44,9 +44,10 @@ def _randomize_norm_stats(model):
 
 
 def test_registry_lists_and_resolves_models():
-    assert available_models() == ("sparse", "convnet", "resnet", "ieagan")  # the default first
+    assert available_models() == ("sparse", "convnet", "resnet", "ieagan", "sparse-beam")  # the default first
     assert MODELS == ("convnet", "resnet", "ieagan") and model_kind("sparse") == "sparse"
     assert callable(get_model("sparse").load)
+    assert model_kind("sparse-beam") == "sparse" and get_model("sparse-beam").NAME == "sparse-beam"
     for name in MODELS:
         module = get_model(name)
         assert issubclass(module.Model, torch.nn.Module)

@@ -10,7 +10,7 @@ import torch
 from conditions.cache import PayloadCache
 from conditions.iov import IntervalOfValidity as IoV
 from conditions.payload import hash_file
-from pxdbg.models import available_models, get_model, model_kind
+from pxdbg.models import embedded_models, get_model, model_kind
 from pxdbg.models.loading import load_generator, save_generator
 from registry.build_embedded import build_embedded_store
 from registry.checkpoint import read_checkpoint
@@ -28,7 +28,7 @@ def _tree(directory):
 def test_every_model_has_a_valid_embedded_checkpoint(payload_cache):
     before = _tree(EMBEDDED_STORE_DIR)
     registry = CheckpointRegistry([], cache=payload_cache)  # no source configured: embedded only
-    for model in available_models():
+    for model in embedded_models():
         version = get_model(model).ARCHITECTURE_VERSION
         found = registry.resolve(model, 0, 1, architecture_version=version)
         assert found.source.startswith("embedded default store") and found.tag == EMBEDDED_GLOBALTAG

@@ -15,15 +15,16 @@ import click
               help="pxd-digits file of the reference sample (e.g. imported from basf2).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for report.json and the plots (created if missing).")
-@click.option("--floor", "floor", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--floor", "floor", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
               help="A second, independent sample from the reference's source, of the same size as the generated "
                    "one: each metric is reported beside its floor (this sample against the reference) and the "
-                   "ratio. A ratio near 1 or below: as good as the sample statistics allow.")
+                   "ratio. A ratio near 1 or below: as good as the sample statistics allow. Repeat for several "
+                   "floor samples: their mean is a steadier floor.")
 @click.option("-n", "--max-events", type=click.IntRange(min=1), default=None,
               help="Use at most this many events of each file.")
 @click.option("--no-plots", is_flag=True, help="Write report.json only.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
-def validate(generated: Path, reference: Path, out_dir: Path, floor: Path | None, max_events: int | None,
+def validate(generated: Path, reference: Path, out_dir: Path, floor: tuple[Path, ...], max_events: int | None,
              no_plots: bool, progress: bool) -> None:
     """Compare GENERATED events with a REFERENCE sample (and, with --floor, against the
     statistical floor).
@@ -35,12 +36,12 @@ def validate(generated: Path, reference: Path, out_dir: Path, floor: Path | None
     from ..digits import DigitsFormatError
     from ..validation.metrics import validate_files
 
-    for path in (generated, reference) + ((floor,) if floor is not None else ()):
+    for path in (generated, reference) + tuple(floor):
         if not path.is_file():
             raise click.UsageError(f"no such file: {path}")
     try:
         report = validate_files(generated, reference, out_dir, max_events=max_events, progress=progress,
-                                plots=not no_plots, floor_path=floor)
+                                plots=not no_plots, floor_path=list(floor) or None)
     except DigitsFormatError as error:
         raise click.ClickException(str(error)) from error
     except OSError as error:

@@ -43,7 +43,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -495,6 +495,7 @@ class ValidationReport:
     #: With a floor sample (``compare(..., floor=...)``): its event count and its scalars
     #: (the floor sample compared with the reference).
     n_floor: int | None = None
+    n_floor_samples: int | None = None
     floor_scalars: dict[str, float] | None = None
     definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
 
@@ -561,7 +562,9 @@ class ValidationReport:
         ]
         ratios = self.floor_ratios()
         if ratios is not None:
-            lines.append(f"against the floor ({self.n_floor} events of an independent reference sample; "
+            samples = (f"the mean of {self.n_floor_samples} independent reference samples"
+                       if (self.n_floor_samples or 1) > 1 else "an independent reference sample")
+            lines.append(f"against the floor ({self.n_floor} events of {samples}; "
                          "ratio <= 1: as good as the statistics allow):")
             width = max(len(k) for k in ratios)
             for key, value in self.scalars().items():
@@ -588,15 +591,21 @@ def _hist_w1(a: np.ndarray | None, b: np.ndarray | None) -> float:
     return math.nan if a is None or b is None else histogram_distances(a, b, 1.0)[0]
 
 
-def compare(generated: SampleSummary, reference: SampleSummary, floor: SampleSummary | None = None
-            ) -> ValidationReport:
+def compare(generated: SampleSummary, reference: SampleSummary,
+            floor: SampleSummary | Sequence[SampleSummary] | None = None) -> ValidationReport:
     """Compare a generated sample with a reference sample; with ``floor``, an independent
-    second reference sample, also report each scalar's floor (the floor sample compared with
-    the reference), which is what sample statistics alone give."""
+    second reference sample (or several: their mean is a steadier estimate), also report each
+    scalar's floor (the floor sample compared with the reference), which is what sample
+    statistics alone give."""
     report = _compare(generated, reference)
     if floor is not None:
-        report.n_floor = floor.n_events
-        report.floor_scalars = _compare(floor, reference).scalars()
+        floors = [floor] if isinstance(floor, SampleSummary) else list(floor)
+        if not floors:
+            raise ValueError("give at least one floor sample")
+        per_floor = [_compare(f, reference).scalars() for f in floors]
+        report.n_floor = floors[0].n_events
+        report.n_floor_samples = len(floors)
+        report.floor_scalars = {k: float(np.mean([fs[k] for fs in per_floor])) for k in per_floor[0]}
     return report
 
 
@@ -656,22 +665,23 @@ def _compare(generated: SampleSummary, reference: SampleSummary) -> ValidationRe
 
 def validate_files(generated_path: str | Path, reference_path: str | Path, out_dir: str | Path | None = None,
                    *, max_events: int | None = None, progress: bool = False,
-                   plots: bool = True, floor_path: str | Path | None = None) -> ValidationReport:
+                   plots: bool = True, floor_path: str | Path | Sequence[str | Path] | None = None
+                   ) -> ValidationReport:
     """Compare two pxd-digits files; with ``out_dir``, write ``report.json`` and the PNG plots;
-    with ``floor_path`` (a second, independent sample from the reference's source), report
-    each metric beside its floor."""
+    with ``floor_path`` (a second, independent sample from the reference's source, or
+    several), report each metric beside its floor."""
     gen = summarize_file(generated_path, max_events=max_events, progress=progress, desc="generated")
     ref = summarize_file(reference_path, max_events=max_events, progress=progress, desc="reference")
-    flo = None
-    if floor_path is not None:
-        flo = summarize_file(floor_path, max_events=max_events, progress=progress, desc="floor")
-    report = compare(gen, ref, flo)
+    floor_paths = [] if floor_path is None else (
+        [floor_path] if isinstance(floor_path, (str, Path)) else list(floor_path))
+    flo = [summarize_file(p, max_events=max_events, progress=progress, desc="floor") for p in floor_paths]
+    report = compare(gen, ref, flo or None)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         doc = report.to_dict()
         doc["inputs"] = {"generated": str(generated_path), "reference": str(reference_path),
-                         "floor": None if floor_path is None else str(floor_path), "max_events": max_events}
+                         "floor": [str(p) for p in floor_paths] or None, "max_events": max_events}
         tmp = out / "report.json.tmp"
         tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
         tmp.replace(out / "report.json")

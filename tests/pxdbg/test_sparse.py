@@ -240,6 +240,7 @@ def test_train_generate_validate_floor_from_the_cli(tmp_path):
     data = write_synthetic(tmp_path / "train.h5", 30, seed=1, config=SMALL)
     ref = write_synthetic(tmp_path / "ref.h5", 12, seed=2, config=SMALL)
     floor = write_synthetic(tmp_path / "floor.h5", 12, seed=3, config=SMALL)
+    floor2 = write_synthetic(tmp_path / "floor2.h5", 12, seed=4, config=SMALL)
     result = runner.invoke(main, ["train", "--model", "sparse", "--data", str(data), "--no-progress",
                                   "-o", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
@@ -261,7 +262,14 @@ def test_train_generate_validate_floor_from_the_cli(tmp_path):
     result = runner.invoke(main, ["validate", "-g", str(out), "-r", str(ref), "--floor", str(floor),
                                   "-o", str(tmp_path / "val"), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "against the floor (12 events" in result.output
+    assert "against the floor (12 events of an independent reference sample" in result.output
+    single = json.loads((tmp_path / "val" / "report.json").read_text())["floor_scalars"]
+    result = runner.invoke(main, ["validate", "-g", str(out), "-r", str(ref), "--floor", str(floor),
+                                  "--floor", str(floor2), "-o", str(tmp_path / "val"), "--no-progress", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "the mean of 2 independent reference samples" in result.output
+    both = json.loads((tmp_path / "val" / "report.json").read_text())["floor_scalars"]
+    assert both["charge_ks"] != single["charge_ks"]  # the mean of the two floors
     report = json.loads((tmp_path / "val" / "report.json").read_text())
     assert report["floor_scalars"]["charge_ks"] > 0 and report["floor_ratios"]["charge_ks"] > 0
     assert (tmp_path / "val" / "positions.png").is_file() and (tmp_path / "val" / "cluster_extent.png").is_file()
